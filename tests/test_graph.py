@@ -1,0 +1,105 @@
+"""Known-answer tests of the host-side graphs against dense NumPy."""
+
+import numpy as np
+import pytest
+
+from alignrec_jax import graph as graph_lib
+from alignrec_jax.data.dataset import Interactions
+
+
+def _interactions(pairs):
+  pairs = np.asarray(pairs, np.int32)
+  return Interactions(users=pairs[:, 0], items=pairs[:, 1])
+
+
+def _dense_normalized_adjacency(pairs, num_users, num_items):
+  n = num_users + num_items
+  a = np.zeros((n, n))
+  for u, i in pairs:
+    a[u, num_users + i] = a[num_users + i, u] = 1.0
+  deg = a.sum(1)
+  inv = np.where(deg > 0, deg, np.inf) ** -0.5
+  return inv[:, None] * a * inv[None, :]
+
+
+PAIRS = [(0, 0), (0, 1), (1, 1), (2, 3), (3, 0), (3, 2), (3, 3)]  # user 4 and no item 4: isolated
+
+
+def test_user_item_graph_matches_dense_normalization():
+  graph = graph_lib.user_item_graph(_interactions(PAIRS), num_users=5, num_items=5)
+  expected = _dense_normalized_adjacency(PAIRS, 5, 5)
+  np.testing.assert_allclose(graph_lib.graph_to_csr(graph).todense(), expected, atol=1e-7)
+  assert np.all(np.diff(graph.receivers) >= 0), "edges must be sorted by receiver"
+  assert int(graph.n_edge[0]) == 2 * len(PAIRS)
+  np.testing.assert_allclose(  # symmetric: A_hat = A_hat^T
+      graph_lib.graph_to_csr(graph).transpose().todense(), expected, atol=1e-7)
+
+
+def test_user_item_block_is_the_user_rows():
+  adjacency = graph_lib.graph_to_csr(
+      graph_lib.user_item_graph(_interactions(PAIRS), num_users=5, num_items=5))
+  block = graph_lib.user_item_block(adjacency, num_users=5)
+  np.testing.assert_allclose(block.todense(),
+                             _dense_normalized_adjacency(PAIRS, 5, 5)[:5, 5:], atol=1e-7)
+
+
+def _dense_knn(features, k, include_self):
+  """The spec's kNN graph, written the slow obvious way."""
+  n = features.shape[0]
+  norms = np.linalg.norm(features, axis=1, keepdims=True)
+  x = features / np.maximum(norms, 1e-12)
+  sims = (x @ x.T).astype(np.float64)
+  s = np.zeros((n, n))
+  for i in range(n):
+    candidates = [j for j in range(n) if j != i]
+    # Stable sort by descending similarity keeps lower ids first among ties.
+    ranked = sorted(candidates, key=lambda j: -sims[i, j])
+    chosen = ([i] + ranked[: k - 1]) if include_self else ranked[:k]
+    for j in chosen:
+      s[i, j] = sims[i, j]
+  deg = s.sum(1)
+  inv = np.where(deg > 0, np.where(deg > 0, deg, 1.0) ** -0.5, 0.0)
+  return inv[:, None] * s * inv[None, :]
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+def test_knn_graph_matches_dense(include_self):
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(13, 6)).astype(np.float32)
+  got = graph_lib.knn_graph(feats, k=4, include_self=include_self, block_size=5).todense()
+  np.testing.assert_allclose(got, _dense_knn(feats, 4, include_self), atol=1e-6)
+
+
+def test_knn_graph_duplicates_ties_negatives_and_zero_rows():
+  feats = np.array([
+      [1.0, 0.0],   # 0
+      [1.0, 0.0],   # 1 duplicate of 0
+      [2.0, 0.0],   # 2 same direction: cosine exactly 1 with 0 and 1
+      [-1.0, 0.0],  # 3 opposite: every other cosine negative
+      [0.0, 0.0],   # 4 zero row: cosine 0 with everything
+      [0.0, 1.0],   # 5
+  ], np.float32)
+  csr = graph_lib.knn_graph(feats, k=3, include_self=True, block_size=4)
+  neighbours = csr.indices.reshape(6, 3)
+  # Self first, then ties by lower id: item 2 keeps itself, then 0 and 1.
+  assert sorted(neighbours[2].tolist()) == [0, 1, 2]
+  assert sorted(neighbours[1].tolist()) == [0, 1, 2]
+  dense = csr.todense()
+  assert np.all(np.isfinite(dense)), "no NaN from negative or zero degree rows"
+  np.testing.assert_allclose(dense, _dense_knn(feats, 3, True), atol=1e-6)
+  # Row 3's kept weights are 1 (self) + two cosines <= 0 (ties by lower id: items 4 and 5 have
+  # cosine 0); row 4 (zero row) keeps only zeros: zero degree, an all-zero row.
+  assert np.all(dense[4] == 0)
+
+
+def test_knn_graph_is_independent_of_block_size():
+  feats = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
+  a = graph_lib.knn_graph(feats, k=5, block_size=7)
+  b = graph_lib.knn_graph(feats, k=5, block_size=64)
+  np.testing.assert_array_equal(a.indices, b.indices)
+  np.testing.assert_allclose(a.data, b.data, atol=1e-7)
+
+
+def test_knn_graph_rejects_bad_k():
+  with pytest.raises(ValueError, match="k=6"):
+    graph_lib.knn_graph(np.ones((5, 2), np.float32), k=6)
