@@ -1,0 +1,111 @@
+"""The loss terms of AlignRec's stage 2 and of MMRec's LightGCN: pure, keyword-only, masked.
+
+Every function takes `mask` [B] float32 (1 for real rows, 0 for the padding of the last partial
+batch) and ignores masked rows exactly: a padded batch gives the same value and gradients as the
+unpadded one. Weights are applied by the caller (models/*.py), from the config.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's eps: zero rows stay zero, no NaN.
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """Rows divided by max(norm, 1e-12). [n, dim] -> [n, dim]."""
+  norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
+  return x / jnp.maximum(norm, _NORMALIZE_EPS)
+
+
+def bpr(*, pos_scores: jax.Array, neg_scores: jax.Array, mask: jax.Array,
+        eps: float = 0.0) -> jax.Array:
+  """Bayesian personalised ranking: -mean log(eps + sigmoid(pos - neg)).
+
+  eps = 0 gives AlignRec's `-logsigmoid` form (computed stably); MMRec's LightGCN uses 1e-10.
+  """
+  diff = pos_scores - neg_scores
+  per_row = -jax.nn.log_sigmoid(diff) if eps == 0.0 else -jnp.log(eps + jax.nn.sigmoid(diff))
+  return _masked_mean(per_row, mask)
+
+
+def half_squared_norms(*embeddings: jax.Array, mask: jax.Array, denominator: float) -> jax.Array:
+  """sum over tensors of 0.5 ||rows||^2 summed over real rows, / denominator (AlignRec's L2)."""
+  total = sum(0.5 * jnp.sum(jnp.sum(e * e, axis=-1) * mask) for e in embeddings)
+  return total / denominator
+
+
+def frobenius_norms(*embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+  """sum over tensors of ||rows||_F (not squared), / the number of real rows (MMRec's EmbLoss)."""
+  total = sum(jnp.sqrt(jnp.sum(jnp.sum(e * e, axis=-1) * mask)) for e in embeddings)
+  return total / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def cosine_alignment(*, users: jax.Array, items: jax.Array, mask: jax.Array) -> jax.Array:
+  """1 - mean cos(users_k, items_k): AlignRec's user-item alignment (UIA)."""
+  cos = jnp.sum(l2_normalize(users) * l2_normalize(items), axis=-1)
+  return 1.0 - _masked_mean(cos, mask)
+
+
+def info_nce(*, anchors: jax.Array, positives: jax.Array, temperature: float,
+             mask: jax.Array) -> jax.Array:
+  """One-directional InfoNCE with in-batch negatives (AlignRec's content-category alignment).
+
+  With rows L2-normalised, mean_k -log(exp(a_k.b_k / t) / sum_j exp(a_k.b_j / t)): anchors from
+  `anchors` (the content view), the denominator over `positives` rows (the ID view), the
+  positive counted in the denominator, duplicate rows not removed, padded rows excluded from both.
+
+  Args:
+    anchors: [B, d] content view.
+    positives: [B, d] ID view, row k the positive of anchor k.
+    temperature: tau.
+    mask: [B] 1 for real rows.
+  """
+  a = l2_normalize(anchors)
+  b = l2_normalize(positives)
+  logits = (a @ b.T) / temperature  # [B, B]
+  logits = jnp.where(mask[None, :] > 0, logits, -jnp.inf)
+  positive = jnp.sum(a * b, axis=-1) / temperature
+  per_row = jax.nn.logsumexp(logits, axis=-1) - positive
+  return _masked_mean(jnp.where(mask > 0, per_row, 0.0), mask)
+
+
+def similarity_preservation(*, embeddings: jax.Array, features: jax.Array,
+                            mask: jax.Array) -> jax.Array:
+  """||E E^T - cos(F)||_F / B, without forming either B x B matrix.
+
+  E are the batch's content-branch item embeddings (raw dot products), F their features (the
+  target cos(F) is detached); B is the number of real rows (MMRec's EmbLoss divides by it).
+  Exactly, by the Gram identity ||X X^T - Y Y^T||_F^2 = ||X^T X||^2 - 2 ||X^T Y||^2 + ||Y^T Y||^2
+  with X = E, Y = normalised F: O(B (d + D)^2) instead of O(B^2 (d + D)). Masked rows are zeroed,
+  so they contribute nothing to either Gram matrix.
+
+  Args:
+    embeddings: [B, d].
+    features: [B, D].
+    mask: [B].
+  """
+  x = embeddings * mask[:, None]
+  y = jax.lax.stop_gradient(l2_normalize(features) * mask[:, None])
+  xx = x.T @ x  # [d, d]
+  xy = x.T @ y  # [d, D]
+  yy = y.T @ y  # [D, D]
+  squared = jnp.sum(xx * xx) - 2.0 * jnp.sum(xy * xy) + jnp.sum(yy * yy)
+  # Rounding can leave a tiny negative where the two sides agree; sqrt'(0) is infinite, so the
+  # floor keeps the gradient finite (it is exactly 0 only when E E^T equals the target).
+  norm = jnp.sqrt(jnp.maximum(squared, 1e-12))
+  return norm / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def similarity_preservation_dense(*, embeddings: jax.Array, features: jax.Array,
+                                  mask: jax.Array) -> jax.Array:
+  """The same value computed with the two B x B matrices (the reference's way), for tests."""
+  y = jax.lax.stop_gradient(l2_normalize(features))
+  pair_mask = mask[:, None] * mask[None, :]
+  diff = (embeddings @ embeddings.T - y @ y.T) * pair_mask
+  return jnp.sqrt(jnp.sum(diff * diff)) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,0 +1,65 @@
+"""The on-device negative sampler: exact exclusion, uniformity, determinism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignrec_jax.data.dataset import DataError, Interactions
+from alignrec_jax.sampling import NegativeSampler
+
+
+def _train(rng, num_users=40, num_items=30, n=500):
+  keys = np.unique(rng.integers(0, num_users * num_items, n))
+  return Interactions(users=(keys // num_items).astype(np.int32),
+                      items=(keys % num_items).astype(np.int32))
+
+
+def test_contains_is_exact_membership():
+  rng = np.random.default_rng(0)
+  train = _train(rng)
+  sampler = NegativeSampler.from_interactions(train, num_users=40)
+  users, items = np.meshgrid(np.arange(40), np.arange(31), indexing="ij")  # item 30: unseen
+  got = np.asarray(sampler.contains(jnp.asarray(users.ravel()), jnp.asarray(items.ravel())))
+  truth = set(zip(train.users.tolist(), train.items.tolist(), strict=True))
+  expected = [(u, i) in truth for u, i in zip(users.ravel(), items.ravel(), strict=True)]
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_negatives_exclude_training_items_and_come_from_the_training_pool():
+  rng = np.random.default_rng(1)
+  train = _train(rng)
+  sampler = NegativeSampler.from_interactions(train, num_users=40)
+  users = jnp.asarray(rng.integers(0, 40, 4096), jnp.int32)
+  negs = np.asarray(jax.jit(sampler.sample)(jax.random.key(0), users))
+  truth = set(zip(train.users.tolist(), train.items.tolist(), strict=True))
+  assert not any((int(u), int(i)) in truth for u, i in zip(np.asarray(users), negs, strict=True))
+  assert set(negs.tolist()) <= set(np.unique(train.items).tolist())
+
+
+def test_negatives_are_uniform_over_the_allowed_items():
+  # User 0 has items 0..5 of a pool of 10 (items 6..9 seen by user 1): allowed {6, 7, 8, 9}.
+  train = Interactions(users=np.array([0] * 6 + [1] * 4, np.int32),
+                       items=np.array(list(range(6)) + [6, 7, 8, 9], np.int32))
+  sampler = NegativeSampler.from_interactions(train, num_users=2)
+  negs = np.asarray(sampler.sample(jax.random.key(3), jnp.zeros(40000, jnp.int32)))
+  counts = np.bincount(negs, minlength=10)
+  assert counts[:6].sum() == 0
+  # Chi-square with 3 degrees of freedom; 16.3 is the 0.999 quantile.
+  expected = 10000
+  assert ((counts[6:] - expected) ** 2 / expected).sum() < 16.3
+
+
+def test_same_key_same_negatives():
+  rng = np.random.default_rng(2)
+  sampler = NegativeSampler.from_interactions(_train(rng), num_users=40)
+  users = jnp.asarray(rng.integers(0, 40, 256), jnp.int32)
+  a = sampler.sample(jax.random.key(7), users)
+  b = sampler.sample(jax.random.key(7), users)
+  np.testing.assert_array_equal(a, b)
+
+
+def test_user_with_every_item_is_an_error():
+  train = Interactions(users=np.array([0, 0, 1], np.int32), items=np.array([0, 1, 0], np.int32))
+  with pytest.raises(DataError, match="user 0 has interacted with all 2"):
+    NegativeSampler.from_interactions(train, num_users=2)
