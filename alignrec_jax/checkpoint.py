@@ -1,0 +1,51 @@
+"""Orbax checkpoints of a training run: the train state plus JSON metadata, saved together.
+
+Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
+or kill mid-save leaves the previous checkpoint intact; restore always takes the latest complete
+one. The state is restored into an abstract target so optax states come back as the same
+NamedTuples (without a target they come back as plain dicts and lists).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves (state, meta) under `directory/<epoch>`; keeps the newest `keep` checkpoints."""
+
+  def __init__(self, directory: str, *, keep: int = 2):
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(
+            create=True,
+            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep)))
+
+  def latest_epoch(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
+    """Starts saving in the background; the arrays are copied before this returns."""
+    self._manager.save(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  def restore_latest(self, target: Any) -> tuple[Any, dict[str, Any]] | None:
+    """(state shaped like `target`, meta) of the newest checkpoint, or None if there is none."""
+    epoch = self.latest_epoch()
+    if epoch is None:
+      return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = self._manager.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return restored.state, restored.meta
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,66 @@
+"""AlignRec stage 2 at the reference settings, on the built-in synthetic data (no download).
+
+Every dataset config imports this and overrides a few fields. Select with
+`--config=configs/NAME.py`; override any field with e.g. `--config.optim.lr=5e-4`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 999  # the reference's seed
+
+  config.data = ml_collections.ConfigDict()
+  # "synthetic" runs the built-in generator (written once under cache_dir, then loaded through
+  # the MMRec loader); any other name loads the MMRec folder at `path`.
+  config.data.name = "synthetic"
+  config.data.path = ""
+  config.data.inter_file = ""  # default: the folder's single *.inter file
+  config.data.features = ("image_feat.npy", "text_feat.npy")  # feature files, in this order
+  # Stage-2 input: each modality's rows L2-normalised, then concatenated (the spec). False gives
+  # the raw concatenation that the authors' runs used.
+  config.data.normalize_features = True
+  config.data.synthetic_feature_dim = 0  # > 0: random features for graph-only datasets
+  config.data.seed = 0  # seed of the synthetic data and features
+  config.data.cache_dir = ""  # default: WORKDIR/data
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      num_users=2000, num_items=1000, mean_user_interactions=30,
+      modality_dims=(("image_feat", 256), ("text_feat", 128)), seed=0))
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "alignrec"  # or "lightgcn"
+  config.model.embed_dim = 64
+  config.model.num_ui_layers = 2
+  config.model.num_knn_layers = 1
+  config.model.knn_k = 10
+  config.model.knn_include_self = True  # reference quirk: each item is its own first neighbour
+  config.model.trainable_features = True  # reference quirk: F is fine-tuned
+  config.model.kernel = "auto"  # sparse kernel: "auto", "csr" or "segment_sum"
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.reg_weight = 1e-4
+  config.loss.uia_weight = 0.1
+  config.loss.cl_weight = 0.01
+  config.loss.sim_weight = 0.1
+  config.loss.temperature = 0.2
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.lr = 1e-3
+  config.optim.lr_decay = 0.96  # lr * lr_decay ** (epoch / lr_decay_epochs), per epoch
+  config.optim.lr_decay_epochs = 50.0
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-8
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 2048
+  config.train.max_epochs = 1000
+  config.train.patience = 30  # stop on the 31st epoch in a row without a better validation score
+  config.train.select_metric = "recall@20"
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.ks = (5, 10, 20, 50)
+  config.eval.chunk_size = 1024
+  config.eval.head_fraction = 0.2  # most popular 20% of items are "head"; the rest "tail"
+  return config

@@ -1,0 +1,16 @@
+"""AlignRec on Last.fm lfm2k, text (MiniLM over tags) + audio (VGGish): "text + audio", no image.
+
+Each modality's rows are L2-normalised before concatenation (VGGish rows have norm ~1,470, text
+rows norm 1). `--config.data.normalize_features=False` gives the raw concatenation the authors'
+run used. `--config.model.name=lightgcn --config.optim.lr_decay=1.0` is MMRec's LightGCN.
+"""
+
+from configs import default, shared_dataset
+
+
+def get_config():
+  config = default.get_config()
+  config.data.name = "lfm2k"
+  config.data.path = shared_dataset("lfm2k")
+  config.data.features = ("text_feat.npy", "audio_feat.npy")
+  return config

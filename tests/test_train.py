@@ -1,0 +1,135 @@
+"""Training end to end on tiny data: one compile per epoch function, resume, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from alignrec_jax import models, train
+from alignrec_jax.checkpoint import Checkpointer
+from alignrec_jax.experiment import build as build_experiment
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _params_of_last_checkpoint(workdir):
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+  epoch = checkpointer.latest_epoch()
+  # Restore without a target gives plain nested dicts of arrays: enough to compare bit for bit.
+  import orbax.checkpoint as ocp
+  path = os.path.join(workdir, "checkpoints", str(epoch), "state")
+  state = ocp.StandardCheckpointer().restore(path)
+  checkpointer.close()
+  return epoch, state["params"]
+
+
+def _assert_trees_equal(a, b):
+  flat_a, tree_a = jax.tree.flatten(a)
+  flat_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(flat_a, flat_b, strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_epoch_compiles_once_and_keeps_params_finite(tmp_path):
+  config = tiny_config()
+  exp = build_experiment(config, str(tmp_path))
+  n_train = len(exp.dataset.train)
+  assert n_train % config.train.batch_size != 0, "the tiny data must exercise a partial batch"
+  module, objective = models.build(config.model, num_users=exp.dataset.num_users,
+                                   num_items=exp.dataset.num_items)
+  params = train.init_params(module, exp.train_data, jax.random.key(0), trainable_features=True)
+  state = train.create_train_state(module, params,
+                                   train.make_optimizer(config.optim, steps_per_epoch=2))
+  epoch_fn = train.make_train_epoch(module, objective, batch_size=config.train.batch_size,
+                                    num_train=n_train, loss_weights=config.loss.to_dict())
+  for epoch in range(2):
+    state, terms = epoch_fn(state, exp.train_data, jax.random.key(epoch))
+  assert epoch_fn._cache_size() == 1
+  assert int(state.step) == 2 * -(-n_train // config.train.batch_size)
+  assert all(np.isfinite(float(v)) and float(v) >= 0 for v in terms.values())
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
+  # The features are fine-tuned (the reference's behaviour) unless switched off.
+  assert not np.allclose(state.params["features"], exp.train_data.features)
+
+
+def test_frozen_features_are_not_parameters(tmp_path):
+  config = tiny_config()
+  config.model.trainable_features = False
+  exp = build_experiment(config, str(tmp_path))
+  module, _ = models.build(config.model, num_users=exp.dataset.num_users,
+                           num_items=exp.dataset.num_items)
+  params = train.init_params(module, exp.train_data, jax.random.key(0), trainable_features=False)
+  assert set(params) == {"net"}
+
+
+def test_resumed_run_ends_bit_identical(tmp_path):
+  config = tiny_config(**{"train.max_epochs": 4})
+  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+  half = tiny_config(**{"train.max_epochs": 2})
+  train.train_and_evaluate(half, str(tmp_path / "resumed"))
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  epoch_a, params_a = _params_of_last_checkpoint(str(tmp_path / "full"))
+  epoch_b, params_b = _params_of_last_checkpoint(str(tmp_path / "resumed"))
+  assert epoch_a == epoch_b == 3
+  _assert_trees_equal(params_a, params_b)
+  assert full["test"] == resumed["test"]
+  lines = [json.loads(x) for x in open(tmp_path / "resumed" / "metrics.jsonl")]
+  assert [x["epoch"] for x in lines] == [0, 1, 2, 3]
+
+
+def test_lightgcn_trains(tmp_path):
+  config = tiny_config(**{"train.max_epochs": 2})
+  config.model.name = "lightgcn"
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["epochs_run"] == 2 and 0 < summary["test"]["recall@20"] <= 1
+
+
+def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
+  train.train_and_evaluate(tiny_config(**{"train.max_epochs": 1}), str(tmp_path))
+  _, good = _params_of_last_checkpoint(str(tmp_path))
+  exploding = tiny_config(**{"train.max_epochs": 3, "optim.lr": 1e30})
+  with pytest.raises(train.TrainingDiverged, match="epoch 1"):
+    train.train_and_evaluate(exploding, str(tmp_path))
+  epoch, kept = _params_of_last_checkpoint(str(tmp_path))
+  assert epoch == 0
+  _assert_trees_equal(good, kept)
+
+
+def test_early_stopping_state_survives_a_resume(tmp_path):
+  config = tiny_config(**{"train.max_epochs": 50, "train.patience": 1, "optim.lr": 1e-6})
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["epochs_run"] < 50, "a tiny learning rate must stall and stop early"
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert again["best_epoch"] == summary["best_epoch"]
+  assert again["test"] == summary["test"]
+
+
+def test_killed_launcher_resumes_to_the_same_parameters(tmp_path):
+  """SIGKILL the real launcher at an arbitrary moment after its first checkpoint."""
+  flags = ["--config.data.synthetic.num_users=120", "--config.data.synthetic.num_items=80",
+           "--config.data.synthetic.mean_user_interactions=12", "--config.train.batch_size=256",
+           "--config.train.max_epochs=5", "--config.eval.chunk_size=64"]
+  cmd = [sys.executable, "-m", "launch.train", "--config=configs/default.py", *flags]
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen([*cmd, f"--workdir={killed}"], cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and not (killed / "checkpoints" / "1").exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  for workdir in (killed, tmp_path / "clean"):
+    subprocess.run([*cmd, f"--workdir={workdir}"], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  epoch_a, params_a = _params_of_last_checkpoint(str(killed))
+  epoch_b, params_b = _params_of_last_checkpoint(str(tmp_path / "clean"))
+  assert epoch_a == epoch_b == 4
+  _assert_trees_equal(params_a, params_b)
