@@ -7,6 +7,8 @@ unpadded one. Weights are applied by the caller (models/*.py), from the config.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -66,12 +68,64 @@ def info_nce(*, anchors: jax.Array, positives: jax.Array, temperature: float,
     temperature: tau.
     mask: [B] 1 for real rows.
   """
+  return _normalized_info_nce(l2_normalize(anchors), l2_normalize(positives), mask,
+                              1.0 / temperature)
+
+
+# The B x B logits dominate this loss's cost, so its gradient is written by hand: two passes
+# over the B x B matrix forward (the product, then exp and row sums) and three backward, where
+# automatic differentiation of a max-shifted logsumexp with a masking select makes about twice
+# as many. Rows are unit vectors, so every logit lies in [-1/t, 1/t]: shifting by the constant
+# 1/t instead of the row maximum cannot overflow, and for 1/t <= 40 cannot underflow to 0.
+_MAX_CONSTANT_SHIFT = 40.0
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _normalized_info_nce(a, b, mask, inv_tau):
+  loss, _ = _normalized_info_nce_fwd(a, b, mask, inv_tau)
+  return loss
+
+
+def _logit_shift(logits, inv_tau):
+  """[B, 1]: the constant 1/t where that is safe, else each row's maximum."""
+  if inv_tau <= _MAX_CONSTANT_SHIFT:
+    return jnp.full((logits.shape[0], 1), inv_tau, logits.dtype)
+  return jax.lax.stop_gradient(jnp.max(logits, axis=1, keepdims=True))
+
+
+def _normalized_info_nce_fwd(a, b, mask, inv_tau):
+  logits = (a * inv_tau) @ b.T  # [B, B]
+  shift = _logit_shift(logits, inv_tau)
+  row_sums = jnp.sum(jnp.exp(logits - shift) * mask[None, :], axis=1)  # [B]
+  positive = jnp.sum(a * b, axis=-1) * inv_tau
+  count = jnp.maximum(jnp.sum(mask), 1.0)
+  per_row = jnp.log(row_sums) + shift[:, 0] - positive
+  loss = jnp.sum(jnp.where(mask > 0, per_row, 0.0)) / count
+  return loss, (a, b, mask, logits, row_sums, count)
+
+
+def _normalized_info_nce_bwd(inv_tau, residuals, g):
+  a, b, mask, logits, row_sums, count = residuals
+  shift = _logit_shift(logits, inv_tau)
+  weight = g * mask / count  # [B] d loss / d per_row
+  # d per_row_k / d logits_kj = softmax_kj (over real columns) - [j == k].
+  probs = jnp.exp(logits - shift) * mask[None, :] * (weight / row_sums)[:, None]
+  grad_a = inv_tau * (probs @ b - weight[:, None] * b)
+  grad_b = inv_tau * (probs.T @ a - weight[:, None] * a)
+  return grad_a, grad_b, jnp.zeros_like(mask)
+
+
+_normalized_info_nce.defvjp(_normalized_info_nce_fwd, _normalized_info_nce_bwd)
+
+
+def info_nce_reference(*, anchors: jax.Array, positives: jax.Array, temperature: float,
+                       mask: jax.Array) -> jax.Array:
+  """The same loss by automatic differentiation of a logsumexp, for tests of the fast one."""
   a = l2_normalize(anchors)
   b = l2_normalize(positives)
-  logits = (a @ b.T) / temperature  # [B, B]
+  logits = (a @ b.T) / temperature
   logits = jnp.where(mask[None, :] > 0, logits, -jnp.inf)
-  positive = jnp.sum(a * b, axis=-1) / temperature
-  per_row = jax.nn.logsumexp(logits, axis=-1) - positive
+  per_row = jax.nn.logsumexp(logits, axis=-1) - jnp.sum(a * b, axis=-1) / temperature
   return _masked_mean(jnp.where(mask > 0, per_row, 0.0), mask)
 
 

@@ -72,6 +72,30 @@ def init_params(module: nn.Module, data: TrainData, key: jax.Array, *,
   return params
 
 
+def make_train_step(module: nn.Module, objective: Callable, *, batch_size: int,
+                    loss_weights: dict[str, float]) -> Callable:
+  """The pure step `(state, data, rows, mask, key) -> (state, loss terms)` on one batch.
+
+  `rows` [B] index the training interactions, `mask` [B] is 0 on padding; the negatives are
+  sampled on device from `key`. A pure function of its arguments, so it can be sharded.
+  """
+
+  def loss_fn(params, data: TrainData, batch: Batch):
+    features = params.get("features", data.features)
+    emb = module.apply({"params": params["net"]}, data.graphs, features)
+    return objective(emb, features, batch, batch_size=batch_size, **loss_weights)
+
+  def train_step(state: TrainState, data: TrainData, rows: jax.Array, mask: jax.Array,
+                 key: jax.Array):
+    users = data.train_users[rows]
+    batch = Batch(users=users, pos_items=data.train_items[rows],
+                  neg_items=data.sampler.sample(key, users), mask=mask)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, data, batch)
+    return state.apply_gradients(grads=grads), {"loss": loss, **terms}
+
+  return train_step
+
+
 def make_train_epoch(module: nn.Module, objective: Callable, *, batch_size: int,
                      num_train: int, loss_weights: dict[str, float]) -> Callable:
   """A jitted `(state, data, key) -> (state, mean loss terms)` running one whole epoch.
@@ -80,19 +104,8 @@ def make_train_epoch(module: nn.Module, objective: Callable, *, batch_size: int,
   padded and masked (never dropped). Only Python scalars are closed over; arrays are arguments.
   """
   num_batches = math.ceil(num_train / batch_size)
-
-  def loss_fn(params, data: TrainData, batch: Batch):
-    features = params.get("features", data.features)
-    emb = module.apply({"params": params["net"]}, data.graphs, features)
-    return objective(emb, features, batch, batch_size=batch_size, **loss_weights)
-
-  def train_step(state: TrainState, data: TrainData, batch_rows: jax.Array, mask: jax.Array,
-                 key: jax.Array):
-    users = data.train_users[batch_rows]
-    batch = Batch(users=users, pos_items=data.train_items[batch_rows],
-                  neg_items=data.sampler.sample(key, users), mask=mask)
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, data, batch)
-    return state.apply_gradients(grads=grads), {"loss": loss, **terms}
+  train_step = make_train_step(module, objective, batch_size=batch_size,
+                               loss_weights=loss_weights)
 
   @jax.jit
   def train_epoch(state: TrainState, data: TrainData, key: jax.Array):

@@ -60,8 +60,8 @@ def test_kernels_agree_on_a_larger_graph():
   outs = []
   for kernel in propagation.KERNELS:
     op = propagation.SparseOperator.from_csr(matrix, kernel=kernel)
-    outs.append(jax.grad(lambda v: jnp.sum(jnp.sin(propagation.lightgcn(op, v, num_layers=2))))(
-        x))
+    loss = lambda v, op=op: jnp.sum(jnp.sin(propagation.lightgcn(op, v, num_layers=2)))  # noqa: E731
+    outs.append(jax.grad(loss)(x))
   np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
 
 

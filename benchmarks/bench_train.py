@@ -1,0 +1,113 @@
+r"""Stage-2 speed at Amazon-Baby scale: set-up, compile, epoch, evaluation, memory, FLOP floor.
+
+  python -m benchmarks.bench_train                      # configs/baby_graph.py, this machine
+  python -m benchmarks.bench_train --config=configs/sports_graph.py --timed_epochs=2
+
+Baby scale: 19,445 users, 7,050 items, 118,551 training interactions (the real Amazon Baby
+graph), 768-d random features, batch 2048, so 58 steps an epoch. Timings are medians over
+`timed_epochs` epochs after one warm-up epoch (which includes compilation), each ended by
+`block_until_ready`. The step's FLOPs and bytes come from XLA's cost analysis of one compiled
+step; `--output` appends the result as one JSON line.
+"""
+
+import json
+import math
+import statistics
+import time
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from alignrec_jax import models, train
+from alignrec_jax.evaluate import evaluate
+from alignrec_jax.experiment import build as build_experiment
+from benchmarks import machine
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
+_EPOCHS = flags.DEFINE_integer("timed_epochs", 3, "Epochs timed after the warm-up epoch.")
+_EVALS = flags.DEFINE_integer("timed_evals", 5, "Evaluations timed after the warm-up one.")
+_OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synthetic data).")
+
+
+def _timed(fn, *args):
+  start = time.perf_counter()
+  out = jax.block_until_ready(fn(*args))
+  return out, time.perf_counter() - start
+
+
+def _step_cost(module, objective, config, exp, state):
+  """XLA's FLOPs and bytes for one training step (the epoch is steps_per_epoch of these)."""
+  step = jax.jit(train.make_train_step(module, objective, batch_size=config.train.batch_size,
+                                       loss_weights=config.loss.to_dict()))
+  rows = jax.numpy.arange(config.train.batch_size)
+  mask = jax.numpy.ones(config.train.batch_size)
+  compiled = step.lower(state, exp.train_data, rows, mask, jax.random.key(0)).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost.get("flops", math.nan)), float(cost.get("bytes accessed", math.nan))
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  result = {"config": config.data.name, "model": config.model.name, **machine.describe()}
+
+  start = time.perf_counter()
+  exp = build_experiment(config, _WORKDIR.value)
+  result["setup_seconds"] = time.perf_counter() - start
+  result["setup_parts"] = exp.setup_seconds
+  dataset = exp.dataset
+  num_train = len(dataset.train)
+  steps = math.ceil(num_train / config.train.batch_size)
+  result.update(num_users=dataset.num_users, num_items=dataset.num_items, num_train=num_train,
+                steps_per_epoch=steps, feature_dim=int(exp.train_data.features.shape[1])
+                if exp.train_data.features is not None else 0,
+                kernel=exp.train_data.graphs.user_item.kernel)
+
+  module, objective = models.build(config.model, num_users=dataset.num_users,
+                                   num_items=dataset.num_items)
+  params = train.init_params(module, exp.train_data, jax.random.key(0),
+                             trainable_features=config.model.trainable_features)
+  state = train.create_train_state(module, params,
+                                   train.make_optimizer(config.optim, steps_per_epoch=steps))
+  epoch_fn = train.make_train_epoch(module, objective, batch_size=config.train.batch_size,
+                                    num_train=num_train, loss_weights=config.loss.to_dict())
+  key = jax.random.key(1)
+  start = time.perf_counter()
+  compiled = epoch_fn.lower(state, exp.train_data, key).compile()
+  result["compile_seconds"] = time.perf_counter() - start
+
+  (state, _), result["warmup_epoch_seconds"] = _timed(compiled, state, exp.train_data, key)
+  epoch_times = []
+  for epoch in range(_EPOCHS.value):
+    (state, _), seconds = _timed(compiled, state, exp.train_data, jax.random.key(epoch + 2))
+    epoch_times.append(seconds)
+  result["epoch_seconds_median"] = statistics.median(epoch_times)
+  result["epoch_seconds_all"] = epoch_times
+
+  embed = train.make_embed(module)
+  ks = tuple(config.eval.ks)
+
+  def full_eval(params):
+    return evaluate(*embed(params, exp.train_data), exp.eval_data, ks=ks)
+
+  _, result["eval_first_call_seconds"] = _timed(full_eval, state.params)
+  eval_times = [_timed(full_eval, state.params)[1] for _ in range(_EVALS.value)]
+  result["eval_seconds_median"] = statistics.median(eval_times)
+
+  flops, bytes_accessed = _step_cost(module, objective, config, exp, state)
+  step_seconds = result["epoch_seconds_median"] / steps
+  result.update(step_gflop=flops / 1e9, step_gbytes=bytes_accessed / 1e9,
+                step_seconds=step_seconds, achieved_gflops=flops / 1e9 / step_seconds)
+  result["peak_rss_gib"] = machine.peak_rss_gib()
+
+  print(json.dumps(result, indent=1))
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "a") as f:
+      f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
