@@ -133,7 +133,7 @@ def make_embed(module: nn.Module) -> Callable:
   def embed(params, data: TrainData):
     emb = module.apply({"params": params["net"]}, data.graphs, params.get("features",
                                                                            data.features))
-    return emb.users, emb.items
+    return emb.final()
 
   return embed
 

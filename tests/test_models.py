@@ -34,8 +34,8 @@ def _sigmoid(x):
 
 
 def _numpy_alignrec(p, a_hat, s, feats):
-  e_u, e_i = p["ids"]["user_embedding"], p["ids"]["item_embedding"]
-  x0 = np.concatenate([e_u, e_i])
+  x0 = p["ids"]["embedding"]
+  e_i = x0[U:]
   c = (x0 + a_hat @ x0 + a_hat @ a_hat @ x0) / 3
   h = feats @ p["feature_proj"]["kernel"] + p["feature_proj"]["bias"]
   gate = _sigmoid(h @ p["content_gate"]["kernel"] + p["content_gate"]["bias"])
@@ -52,7 +52,7 @@ def test_alignrec_forward_matches_numpy(kernel):
   emb = module.apply({"params": params}, graphs, jnp.asarray(FEATS))
   np_params = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
   expected = _numpy_alignrec(np_params, a_hat, s, FEATS)
-  got = (emb.users, emb.items, emb.content_users, emb.content_items, emb.id_users, emb.id_items)
+  got = (*emb.final(), emb.content_users, emb.content_items, emb.ids[:U], emb.ids[U:])
   for g, e in zip(got, expected, strict=True):
     np.testing.assert_allclose(g, e, atol=1e-6)
 
@@ -62,9 +62,10 @@ def test_initialisation_matches_pytorch_defaults():
   feats = jnp.ones((I, 768), jnp.float32)
   module = models.AlignRec(num_users=U, num_items=I, embed_dim=64)
   params = module.init(jax.random.key(1), graphs, feats)["params"]
-  bound_users = np.sqrt(6 / (U + 64))
-  assert np.abs(params["ids"]["user_embedding"]).max() <= bound_users
-  assert np.abs(params["ids"]["user_embedding"]).max() > 0.8 * bound_users
+  table = np.abs(np.asarray(params["ids"]["embedding"]))
+  for part, count in ((table[:U], U), (table[U:], I)):  # each part Xavier over its own shape
+    bound = np.sqrt(6 / (count + 64))
+    assert bound * 0.8 < part.max() <= bound
   for name, fan_in in (("feature_proj", 768), ("content_gate", 64)):
     for leaf in ("kernel", "bias"):
       values = np.abs(np.asarray(params[name][leaf]))
@@ -124,9 +125,8 @@ def test_lightgcn_objective_matches_mmrec():
   batch = Batch(jnp.asarray(np.append(users, 1)), jnp.asarray(np.append(pos, 2)),
                 jnp.asarray(np.append(neg, 3)), mask)
   total, _ = objective(emb, None, batch, batch_size=2048, reg_weight=1e-4)
-  e_u = np.asarray(params["ids"]["user_embedding"], np.float64)
-  e_i = np.asarray(params["ids"]["item_embedding"], np.float64)
-  x0 = np.concatenate([e_u, e_i])
+  x0 = np.asarray(params["ids"]["embedding"], np.float64)
+  e_u, e_i = x0[:U], x0[U:]
   z = (x0 + a_hat @ x0 + a_hat @ a_hat @ x0) / 3
   zu, zp, zn = z[users], z[U + pos], z[U + neg]
   bpr = -np.mean(np.log(1e-10 + _sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))

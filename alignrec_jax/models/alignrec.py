@@ -43,8 +43,8 @@ class AlignRec(nn.Module):
       graphs: user_item (A_hat), user_item_block (R_hat) and item_knn (S) operators.
       features: [I, D] item multimodal features F.
     """
-    ego, id_users, id_items = IdEmbeddings(self.num_users, self.num_items, self.embed_dim,
-                                           self.num_ui_layers, name="ids")(graphs)
+    ego, ids = IdEmbeddings(self.num_users, self.num_items, self.embed_dim, self.num_ui_layers,
+                            name="ids")(graphs)
     ego_items = ego[self.num_users :]
     projected = _torch_dense(self.embed_dim, features.shape[-1], "feature_proj")(features)
     gate = nn.sigmoid(_torch_dense(self.embed_dim, self.embed_dim, "content_gate")(projected))
@@ -52,10 +52,8 @@ class AlignRec(nn.Module):
     for _ in range(self.num_knn_layers):
       content_items = matmul(graphs.item_knn, content_items)
     content_users = matmul(graphs.user_item_block, content_items)
-    return Embeddings(users=id_users + content_users, items=id_items + content_items,
-                      ego_users=ego[: self.num_users], ego_items=ego_items,
-                      id_users=id_users, id_items=id_items,
-                      content_users=content_users, content_items=content_items)
+    return Embeddings(ego=ego, ids=ids, content_users=content_users,
+                      content_items=content_items, num_users=self.num_users)
 
 
 def alignrec_objective(emb: Embeddings, features: jax.Array, batch: Batch, *,
@@ -77,7 +75,7 @@ def alignrec_objective(emb: Embeddings, features: jax.Array, batch: Batch, *,
   """
   del unused
   u, pos, neg, mask = batch
-  zu, zp, zn = emb.users[u], emb.items[pos], emb.items[neg]
+  zu, zp, zn = emb.user_rows(u), emb.item_rows(pos), emb.item_rows(neg)
   terms = {
       "bpr": losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1),
                         mask=mask),
@@ -85,9 +83,9 @@ def alignrec_objective(emb: Embeddings, features: jax.Array, batch: Batch, *,
                                                    denominator=batch_size),
       "uia": uia_weight * losses.cosine_alignment(users=zu, items=zp, mask=mask),
       "cca": cl_weight * (
-          losses.info_nce(anchors=emb.content_items[pos], positives=emb.id_items[pos],
+          losses.info_nce(anchors=emb.content_items[pos], positives=emb.ids[emb.num_users + pos],
                           temperature=temperature, mask=mask)
-          + losses.info_nce(anchors=emb.content_users[u], positives=emb.id_users[u],
+          + losses.info_nce(anchors=emb.content_users[u], positives=emb.ids[u],
                             temperature=temperature, mask=mask)),
       "sim": sim_weight * losses.similarity_preservation(
           embeddings=emb.content_items[pos], features=features[pos], mask=mask),

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import NamedTuple
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -54,14 +55,35 @@ class Batch(NamedTuple):
   mask: jax.Array  # [B] float32
 
 
-class Embeddings(NamedTuple):
-  """Final and per-branch representations of every user and item."""
+@flax.struct.dataclass
+class Embeddings:
+  """Node representations, users [0, U) then items [U, U + I), kept as whole tables.
 
-  users: jax.Array  # [U, d] z_u, used for scoring
-  items: jax.Array  # [I, d] z_i
-  ego_users: jax.Array  # [U, d] the layer-0 ID table E_u
-  ego_items: jax.Array  # [I, d] E_i
-  id_users: jax.Array  # [U, d] ID branch (LightGCN) C_u
-  id_items: jax.Array  # [I, d] C_i
-  content_users: jax.Array | None = None  # [U, d] content branch M_u (AlignRec only)
-  content_items: jax.Array | None = None  # [I, d] M_i
+  The final representation z = C + M is never formed for all nodes during training: the loss
+  needs it only for the batch's rows (`user_rows`, `item_rows`), and skipping the full-table
+  sums (and the concatenations and pads a split into user and item tables would add, forward
+  and backward) saves memory traffic on every step.
+  """
+
+  ego: jax.Array  # [U + I, d] the layer-0 ID tables E = [E_u; E_i]
+  ids: jax.Array  # [U + I, d] the ID branch (LightGCN) C
+  content_users: jax.Array | None  # [U, d] the content branch M_u (AlignRec only)
+  content_items: jax.Array | None  # [I, d] M_i
+  num_users: int = flax.struct.field(pytree_node=False)
+
+  def user_rows(self, users: jax.Array) -> jax.Array:
+    """z_u for the given users: [B] -> [B, d]."""
+    rows = self.ids[users]
+    return rows if self.content_users is None else rows + self.content_users[users]
+
+  def item_rows(self, items: jax.Array) -> jax.Array:
+    """z_i for the given items: [B] -> [B, d]."""
+    rows = self.ids[self.num_users + items]
+    return rows if self.content_items is None else rows + self.content_items[items]
+
+  def final(self) -> tuple[jax.Array, jax.Array]:
+    """(z_users [U, d], z_items [I, d]) of every node, for scoring."""
+    users, items = self.ids[: self.num_users], self.ids[self.num_users :]
+    if self.content_users is None:
+      return users, items
+    return users + self.content_users, items + self.content_items

@@ -12,7 +12,11 @@ from alignrec_jax.propagation import lightgcn
 
 
 class IdEmbeddings(nn.Module):
-  """The user and item ID tables, Xavier-uniform, propagated by LightGCN."""
+  """One [U + I, d] table of user then item ID embeddings, propagated by LightGCN.
+
+  Each part is Xavier-uniform over its own shape, as the reference's two tables are; one table
+  spares the step a concatenation forward and two pads backward.
+  """
 
   num_users: int
   num_items: int
@@ -20,13 +24,16 @@ class IdEmbeddings(nn.Module):
   num_layers: int
 
   @nn.compact
-  def __call__(self, graphs: Graphs) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Returns (ego [U + I, d], propagated users [U, d], propagated items [I, d])."""
-    users = self.param("user_embedding", xavier_uniform, (self.num_users, self.embed_dim))
-    items = self.param("item_embedding", xavier_uniform, (self.num_items, self.embed_dim))
-    ego = jnp.concatenate([users, items], axis=0)
-    out = lightgcn(graphs.user_item, ego, num_layers=self.num_layers)
-    return ego, out[: self.num_users], out[self.num_users :]
+  def __call__(self, graphs: Graphs) -> tuple[jax.Array, jax.Array]:
+    """Returns (ego E [U + I, d], LightGCN layer mean C [U + I, d])."""
+
+    def init(key, shape, dtype=jnp.float32):
+      user_key, item_key = jax.random.split(key)
+      return jnp.concatenate([xavier_uniform(user_key, (self.num_users, shape[1]), dtype),
+                              xavier_uniform(item_key, (self.num_items, shape[1]), dtype)])
+
+    ego = self.param("embedding", init, (self.num_users + self.num_items, self.embed_dim))
+    return ego, lightgcn(graphs.user_item, ego, num_layers=self.num_layers)
 
 
 class LightGCN(nn.Module):
@@ -40,22 +47,22 @@ class LightGCN(nn.Module):
   @nn.compact
   def __call__(self, graphs: Graphs, features: jax.Array | None = None) -> Embeddings:
     del features  # LightGCN has no content branch.
-    ego, users, items = IdEmbeddings(self.num_users, self.num_items, self.embed_dim,
-                                     self.num_ui_layers, name="ids")(graphs)
-    return Embeddings(users=users, items=items, ego_users=ego[: self.num_users],
-                      ego_items=ego[self.num_users :], id_users=users, id_items=items)
+    ego, ids = IdEmbeddings(self.num_users, self.num_items, self.embed_dim, self.num_ui_layers,
+                            name="ids")(graphs)
+    return Embeddings(ego=ego, ids=ids, content_users=None, content_items=None,
+                      num_users=self.num_users)
 
 
 def lightgcn_objective(emb: Embeddings, features: jax.Array | None, batch: Batch, *,
                        reg_weight: float, **unused) -> tuple[jax.Array, dict[str, jax.Array]]:
   """MMRec's LightGCN loss: BPR (with its 1e-10) + reg_weight * Frobenius norms of ego rows / B."""
   del features, unused
-  zu = emb.users[batch.users]
-  zp = emb.items[batch.pos_items]
-  zn = emb.items[batch.neg_items]
+  zu = emb.user_rows(batch.users)
+  zp = emb.item_rows(batch.pos_items)
+  zn = emb.item_rows(batch.neg_items)
   bpr = losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1),
                    mask=batch.mask, eps=1e-10)
   reg = reg_weight * losses.frobenius_norms(
-      emb.ego_users[batch.users], emb.ego_items[batch.pos_items],
-      emb.ego_items[batch.neg_items], mask=batch.mask)
+      emb.ego[batch.users], emb.ego[emb.num_users + batch.pos_items],
+      emb.ego[emb.num_users + batch.neg_items], mask=batch.mask)
   return bpr + reg, {"bpr": bpr, "reg": reg}
