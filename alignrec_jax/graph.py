@@ -140,8 +140,13 @@ def _knn_block(block: jax.Array, row_ids: jax.Array, normalized: jax.Array, *, k
   return jnp.take_along_axis(sims, idx, axis=1), idx
 
 
+def default_block_size(num_items: int, *, budget_bytes: int = 128 * 2**20) -> int:
+  """Rows per similarity block so that one [block, num_items] float32 block fits the budget."""
+  return int(np.clip(budget_bytes // (4 * max(num_items, 1)), 64, 1024))
+
+
 def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
-              block_size: int = 1024) -> Csr:
+              block_size: int | None = None) -> Csr:
   """The normalised item-item kNN graph S of AlignRec's content branch, without any I x I matrix.
 
   Cosine similarity between rows of `features`; each row keeps its top k (the item itself first
@@ -151,13 +156,13 @@ def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
   rows have cosine 0 with everything.
 
   Memory is O(num_items k + block_size num_items): similarities are computed `block_size` rows
-  at a time on the default JAX device.
+  at a time on the default JAX device (by default as many rows as fit in 128 MB).
 
   Args:
     features: [num_items, dim] item features.
     k: neighbours per item (self included when `include_self`).
     include_self: keep the item as its own first neighbour (the reference's behaviour).
-    block_size: rows per similarity block.
+    block_size: rows per similarity block (None: `default_block_size`).
 
   Returns:
     S as a [num_items, num_items] Csr with k entries per row.
@@ -169,7 +174,7 @@ def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
   feats = np.asarray(features, np.float32)
   norms = np.linalg.norm(feats, axis=1, keepdims=True)
   normalized = jnp.asarray(feats / np.maximum(norms, 1e-12))
-  block_size = min(block_size, num_items)
+  block_size = min(block_size or default_block_size(num_items), num_items)
   values = np.empty((num_items, k), np.float32)
   neighbours = np.empty((num_items, k), np.int32)
   for start in range(0, num_items, block_size):

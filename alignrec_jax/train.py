@@ -68,7 +68,8 @@ def init_params(module: nn.Module, data: TrainData, key: jax.Array, *,
   variables = jax.jit(module.init)(key, data.graphs, data.features)
   params = {"net": variables["params"]}
   if trainable_features and data.features is not None:
-    params["features"] = data.features
+    # A copy: the epoch donates the state's buffers, and data.features must outlive them.
+    params["features"] = jnp.array(data.features, copy=True)
   return params
 
 
@@ -102,12 +103,14 @@ def make_train_epoch(module: nn.Module, objective: Callable, *, batch_size: int,
 
   Every training interaction is used once, in a shuffled order; the last partial batch is
   padded and masked (never dropped). Only Python scalars are closed over; arrays are arguments.
+  The input state is donated (its buffers hold the output state), so the caller must not use it
+  afterwards, nor let a background checkpoint write still read it.
   """
   num_batches = math.ceil(num_train / batch_size)
   train_step = make_train_step(module, objective, batch_size=batch_size,
                                loss_weights=loss_weights)
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=0)
   def train_epoch(state: TrainState, data: TrainData, key: jax.Array):
     order_key, sample_key = jax.random.split(key)
     order = jax.random.permutation(order_key, num_train)
@@ -194,15 +197,16 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, exp: Experimen
   epoch = start_epoch - 1
   try:
     for epoch in range(start_epoch, config.train.max_epochs if not stopped else start_epoch):
+      # The epoch donates the state's buffers: the previous checkpoint must be fully written.
+      checkpointer.wait()
       tick = time.perf_counter()
-      new_state, terms = train_epoch(state, exp.train_data, jax.random.fold_in(root_key, epoch))
+      state, terms = train_epoch(state, exp.train_data, jax.random.fold_in(root_key, epoch))
       terms = {k: float(v) for k, v in terms.items()}
       train_seconds = time.perf_counter() - tick
       if not all(math.isfinite(v) for v in terms.values()):
         raise TrainingDiverged(
             f"non-finite loss in epoch {epoch} ({terms}); the checkpoint of epoch "
             f"{checkpointer.latest_epoch()} in {workdir} is the last good state")
-      state = new_state
 
       tick = time.perf_counter()
       results = evaluate(*embed(state.params, exp.train_data), exp.eval_data, ks=ks)

@@ -58,6 +58,7 @@ def main(argv):
   exp = build_experiment(config, _WORKDIR.value)
   result["setup_seconds"] = time.perf_counter() - start
   result["setup_parts"] = exp.setup_seconds
+  result["peak_rss_gib_after_setup"] = machine.peak_rss_gib()
   dataset = exp.dataset
   num_train = len(dataset.train)
   steps = math.ceil(num_train / config.train.batch_size)
@@ -78,6 +79,7 @@ def main(argv):
   start = time.perf_counter()
   compiled = epoch_fn.lower(state, exp.train_data, key).compile()
   result["compile_seconds"] = time.perf_counter() - start
+  result["peak_rss_gib_after_compile"] = machine.peak_rss_gib()
 
   (state, _), result["warmup_epoch_seconds"] = _timed(compiled, state, exp.train_data, key)
   epoch_times = []
@@ -86,6 +88,7 @@ def main(argv):
     epoch_times.append(seconds)
   result["epoch_seconds_median"] = statistics.median(epoch_times)
   result["epoch_seconds_all"] = epoch_times
+  result["peak_rss_gib_after_training"] = machine.peak_rss_gib()
 
   embed = train.make_embed(module)
   ks = tuple(config.eval.ks)
