@@ -9,4 +9,5 @@ def get_config():
   config.data.path = shared_dataset("baby-graph")
   config.data.features = ()
   config.data.synthetic_feature_dim = 768
+  config.train.max_epochs = 1000
   return config

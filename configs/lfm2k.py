@@ -13,4 +13,5 @@ def get_config():
   config.data.name = "lfm2k"
   config.data.path = shared_dataset("lfm2k")
   config.data.features = ("text_feat.npy", "audio_feat.npy")
+  config.train.max_epochs = 1000
   return config

@@ -12,4 +12,5 @@ def get_config():
   config.data.name = "synthetic-baby"
   config.data.path = shared_dataset("synthetic-baby")
   config.data.features = ("aligned_feat.npy",)
+  config.train.max_epochs = 1000
   return config

@@ -24,6 +24,7 @@ _REFERENCE = flags.DEFINE_enum("reference", None, ["synthetic-baby", "lfm2k-ligh
                                                    "lfm2k-alignrec-raw"],
                                "Authors' numbers to compare with.")
 
+_MAX_EPOCH_ROWS = 10
 METRICS = ("valid/recall@20", "valid/ndcg@20", "test/recall@10", "test/recall@20",
            "test/ndcg@10", "test/ndcg@20")
 
@@ -87,7 +88,8 @@ def main(argv):
         ("; in brackets: the authors' number and our relative difference" if reference else ""))
   print(f"{'epoch':<8}" + "  ".join(f"{m:<28}" for m in METRICS))
   num_epochs = min(len(r["epochs"]) for r in runs)
-  for epoch in range(num_epochs):
+  # Per-epoch rows for short runs (the parity tables); long runs print the best epoch only.
+  for epoch in range(num_epochs if num_epochs <= _MAX_EPOCH_ROWS else 0):
     values = {m: [r["epochs"][epoch][m] for r in runs] for m in METRICS}
     print(_row(str(epoch + 1), values, reference.get(epoch + 1)))
   best = {m: [_flat_best(r["summary"])[m] for r in runs] for m in METRICS}
