@@ -8,7 +8,6 @@ included) and the median of `repeats` calls after a warm-up; each call returns h
 it has finished on device when timed.
 """
 
-import json
 import statistics
 import time
 
@@ -52,10 +51,7 @@ def main(argv):
       result = {"data": dataset.name, "chunk_size": chunk_size, "method": method,
                 "prepare_seconds": prepare, "first_call_seconds": first,
                 "median_seconds": statistics.median(times), **machine.describe()}
-      print(json.dumps(result))
-      if _OUTPUT.value:
-        with open(_OUTPUT.value, "a") as f:
-          f.write(json.dumps(result) + "\n")
+      machine.report(result, _OUTPUT.value)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ memory (peak resident memory during the build minus the resident memory before i
 features already loaded); targets on the 2-core CPU: under 3 minutes and under 1 GB.
 """
 
-import json
 import time
 
 import numpy as np
@@ -49,10 +48,7 @@ def main(argv):
       "extra_peak_gib": max(machine.peak_rss_gib(), peak_before) - before,
       **machine.describe(),
   }
-  print(json.dumps(result, indent=1))
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "a") as f:
-      f.write(json.dumps(result) + "\n")
+  machine.report(result, _OUTPUT.value)
 
 
 if __name__ == "__main__":

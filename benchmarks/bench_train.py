@@ -10,7 +10,6 @@ graph), 768-d random features, batch 2048, so 58 steps an epoch. Timings are med
 step; `--output` appends the result as one JSON line.
 """
 
-import json
 import math
 import statistics
 import time
@@ -106,10 +105,7 @@ def main(argv):
                 step_seconds=step_seconds, achieved_gflops=flops / 1e9 / step_seconds)
   result["peak_rss_gib"] = machine.peak_rss_gib()
 
-  print(json.dumps(result, indent=1))
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "a") as f:
-      f.write(json.dumps(result) + "\n")
+  machine.report(result, _OUTPUT.value)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -43,3 +44,11 @@ def describe() -> dict[str, object]:
 def peak_rss_gib() -> float:
   """Peak resident memory of this process so far (Linux reports KiB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def report(result: dict[str, object], output: str) -> None:
+  """Prints a result and, when `output` is set, appends it to that file as one JSON line."""
+  print(json.dumps(result, indent=1))
+  if output:
+    with open(output, "a") as f:
+      f.write(json.dumps(result) + "\n")

@@ -3,22 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import pytest
 
 from alignrec_jax import losses
 
 RNG = np.random.default_rng(0)
 B, D, F = 7, 5, 9
-
-
-def _np_normalize(x):
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _np_info_nce(a, b, tau):
-  a, b = _np_normalize(a), _np_normalize(b)
-  logits = a @ b.T / tau
-  return np.mean(-np.log(np.exp(np.diag(logits)) / np.exp(logits).sum(1)))
 
 
 def _data():
@@ -61,7 +52,7 @@ def test_frobenius_norms_divide_by_real_rows():
 
 def test_cosine_alignment():
   u, p, _, _ = _data()
-  expected = 1 - np.mean(np.sum(_np_normalize(u) * _np_normalize(p), -1))
+  expected = 1 - np.mean(np.sum(ref.normalize(u) * ref.normalize(p), -1))
   np.testing.assert_allclose(losses.cosine_alignment(users=_pad(u), items=_pad(p),
                                                      mask=PAD_MASK), expected, rtol=1e-6)
 
@@ -70,16 +61,16 @@ def test_info_nce_one_direction_with_duplicates():
   a, b, _, _ = _data()
   a[3], b[3] = a[1], b[1]  # a duplicate row stays in the denominator, as in the reference
   got = losses.info_nce(anchors=_pad(a), positives=_pad(b), temperature=0.2, mask=PAD_MASK)
-  np.testing.assert_allclose(got, _np_info_nce(a, b, 0.2), rtol=1e-5)
+  np.testing.assert_allclose(got, ref.info_nce(a, b, 0.2), rtol=1e-5)
   swapped = losses.info_nce(anchors=b, positives=a, temperature=0.2, mask=ONES)
-  assert abs(float(swapped) - _np_info_nce(a, b, 0.2)) > 1e-4, "must not be symmetrised"
+  assert abs(float(swapped) - ref.info_nce(a, b, 0.2)) > 1e-4, "must not be symmetrised"
 
 
 def test_similarity_preservation_gram_form_equals_the_dense_definition():
   e, _, _, f = _data()
   f[2] = 0.0  # zero feature row: cosine 0, no NaN
   x = e @ e.T
-  y = _np_normalize(f) @ _np_normalize(f).T
+  y = ref.normalize(f) @ ref.normalize(f).T
   expected = np.linalg.norm(x - y) / B
   got = losses.similarity_preservation(embeddings=_pad(e), features=_pad(f), mask=PAD_MASK)
   np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import numpy_reference as ref
 import pytest
 
 from alignrec_jax import graph as graph_lib
@@ -29,16 +30,12 @@ def _graphs(kernel):
   return graphs, adjacency.todense(), knn.todense()
 
 
-def _sigmoid(x):
-  return 1 / (1 + np.exp(-x))
-
-
 def _numpy_alignrec(p, a_hat, s, feats):
   x0 = p["ids"]["embedding"]
   e_i = x0[U:]
   c = (x0 + a_hat @ x0 + a_hat @ a_hat @ x0) / 3
   h = feats @ p["feature_proj"]["kernel"] + p["feature_proj"]["bias"]
-  gate = _sigmoid(h @ p["content_gate"]["kernel"] + p["content_gate"]["bias"])
+  gate = ref.sigmoid(h @ p["content_gate"]["kernel"] + p["content_gate"]["bias"])
   m_i = s @ (e_i * gate)
   m_u = a_hat[:U, U:] @ m_i
   return c[:U] + m_u, c[U:] + m_i, m_u, m_i, c[:U], c[U:]
@@ -73,16 +70,6 @@ def test_initialisation_matches_pytorch_defaults():
       assert values.max() > 0.8 / np.sqrt(fan_in), (name, leaf)
 
 
-def _np_normalize(x):
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _np_info_nce(a, b, tau):
-  a, b = _np_normalize(a), _np_normalize(b)
-  logits = a @ b.T / tau
-  return np.mean(-np.log(np.exp(np.diag(logits)) / np.exp(logits).sum(1)))
-
-
 def test_alignrec_objective_matches_the_reference_formula():
   graphs, a_hat, s = _graphs("csr")
   module = models.AlignRec(num_users=U, num_items=I, embed_dim=DIM)
@@ -98,11 +85,11 @@ def test_alignrec_objective_matches_the_reference_formula():
   zu_all, zi_all, m_u, m_i, c_u, c_i = _numpy_alignrec(
       jax.tree.map(lambda x: np.asarray(x, np.float64), params), a_hat, s, FEATS)
   zu, zp, zn = zu_all[users], zi_all[pos], zi_all[neg]
-  bpr = -np.mean(np.log(_sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
+  bpr = -np.mean(np.log(ref.sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
   l2 = 1e-4 * 0.5 * ((zu**2).sum() + (zp**2).sum() + (zn**2).sum()) / 2048
-  uia = 0.1 * (1 - np.mean((_np_normalize(zu) * _np_normalize(zp)).sum(1)))
-  cca = 0.01 * (_np_info_nce(m_i[pos], c_i[pos], 0.2) + _np_info_nce(m_u[users], c_u[users], 0.2))
-  fn = _np_normalize(FEATS[pos].astype(np.float64))
+  uia = 0.1 * (1 - np.mean((ref.normalize(zu) * ref.normalize(zp)).sum(1)))
+  cca = 0.01 * (ref.info_nce(m_i[pos], c_i[pos], 0.2) + ref.info_nce(m_u[users], c_u[users], 0.2))
+  fn = ref.normalize(FEATS[pos].astype(np.float64))
   sim = 0.1 * np.linalg.norm(m_i[pos] @ m_i[pos].T - fn @ fn.T) / 4
   expected = dict(bpr=bpr, l2=l2, uia=uia, cca=cca, sim=sim)
   for name, value in expected.items():
@@ -129,7 +116,7 @@ def test_lightgcn_objective_matches_mmrec():
   e_u, e_i = x0[:U], x0[U:]
   z = (x0 + a_hat @ x0 + a_hat @ a_hat @ x0) / 3
   zu, zp, zn = z[users], z[U + pos], z[U + neg]
-  bpr = -np.mean(np.log(1e-10 + _sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
+  bpr = -np.mean(np.log(1e-10 + ref.sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
   reg = 1e-4 * (np.linalg.norm(e_u[users]) + np.linalg.norm(e_i[pos])
                 + np.linalg.norm(e_i[neg])) / 3
   np.testing.assert_allclose(total, bpr + reg, rtol=1e-5)

@@ -213,7 +213,33 @@ def make_synthetic_with_truth(
     seed: int = 0,
     name: str = "synthetic",
 ) -> tuple[Dataset, SyntheticTruth]:
-  """`make_synthetic`, also returning the hidden generative parameters (see that function)."""
+  """The built-in synthetic dataset and its hidden generative parameters. Deterministic.
+
+  The module docstring describes the generative model; `make_synthetic` returns the dataset alone.
+
+  Args:
+    num_users: users; each has at least `min_user_interactions` interactions.
+    num_items: items.
+    mean_user_interactions: mean interactions per user (lognormal, heavy-tailed).
+    min_user_interactions: the fewest per user (>= 3, so each user has train, valid and test).
+    modality_dims: (name, dim) of each content modality, in order.
+    latent_dim: dimension of the latent user/item space.
+    num_clusters: item clusters in the latent space; each user prefers one.
+    cluster_spread: item spread around its cluster centre (centres have norm ~1).
+    user_noise: user spread around the preferred centre.
+    temperature: softmax temperature of the affinity; lower = sharper preferences.
+    popularity_exponent: power-law exponent of item popularity (pop_r ~ r^-exponent).
+    popularity_mix: weight of popularity in the choice distribution.
+    nuisance_dim: rank of each modality's item-specific nuisance component.
+    nuisance_scale: scale of that component (the signal part has per-entry std ~1).
+    feature_noise: std of the i.i.d. Gaussian noise added to each feature entry.
+    seed: random seed; the same arguments always give the same dataset.
+    name: dataset name.
+
+  Returns:
+    The dataset: num_users x num_items, splits by MMRec's rule, float32 features
+    [num_items, dim] per modality.
+  """
   if num_users < 1 or num_clusters < 1 or latent_dim < 1:
     raise ValueError("num_users, num_clusters and latent_dim must be >= 1")
   if min_user_interactions < 3:
@@ -280,52 +306,8 @@ def make_synthetic_with_truth(
   return dataset, truth
 
 
-def make_synthetic(
-    *,
-    num_users: int = 2000,
-    num_items: int = 1000,
-    mean_user_interactions: float = 30.0,
-    min_user_interactions: int = 5,
-    modality_dims: Sequence[tuple[str, int]] = (("image_feat", 256), ("text_feat", 128)),
-    latent_dim: int = 16,
-    num_clusters: int = 20,
-    cluster_spread: float = 0.5,
-    user_noise: float = 0.5,
-    temperature: float = 0.25,
-    popularity_exponent: float = 1.0,
-    popularity_mix: float = 0.1,
-    nuisance_dim: int = 8,
-    nuisance_scale: float = 1.0,
-    feature_noise: float = 1.0,
-    seed: int = 0,
-    name: str = "synthetic",
-) -> Dataset:
-  """The built-in synthetic dataset (module docstring has the generative model). Deterministic.
-
-  Args:
-    num_users: users; each has at least `min_user_interactions` interactions.
-    num_items: items.
-    mean_user_interactions: mean interactions per user (lognormal, heavy-tailed).
-    min_user_interactions: the fewest per user (>= 3, so each user has train, valid and test).
-    modality_dims: (name, dim) of each content modality, in order.
-    latent_dim: dimension of the latent user/item space.
-    num_clusters: item clusters in the latent space; each user prefers one.
-    cluster_spread: item spread around its cluster centre (centres have norm ~1).
-    user_noise: user spread around the preferred centre.
-    temperature: softmax temperature of the affinity; lower = sharper preferences.
-    popularity_exponent: power-law exponent of item popularity (pop_r ~ r^-exponent).
-    popularity_mix: weight of popularity in the choice distribution.
-    nuisance_dim: rank of each modality's item-specific nuisance component.
-    nuisance_scale: scale of that component (the signal part has per-entry std ~1).
-    feature_noise: std of the i.i.d. Gaussian noise added to each feature entry.
-    seed: random seed; the same arguments always give the same dataset.
-    name: dataset name.
-
-  Returns:
-    The dataset: num_users x num_items, splits by MMRec's rule, float32 features
-    [num_items, dim] per modality.
-  """
-  kwargs = dict(locals())
+def make_synthetic(**kwargs) -> Dataset:
+  """The built-in synthetic dataset; arguments as `make_synthetic_with_truth`."""
   return make_synthetic_with_truth(**kwargs)[0]
 
 
@@ -379,7 +361,7 @@ def write_mmrec(dataset: Dataset, folder: str, *, inter_name: str | None = None)
 
 def _generator_identity(kwargs: dict) -> dict:
   """What determines the generated files: the full argument set (defaults filled in), JSON-ready."""
-  bound = inspect.signature(make_synthetic).bind(**kwargs)
+  bound = inspect.signature(make_synthetic_with_truth).bind(**kwargs)
   bound.apply_defaults()
   args = dict(bound.arguments)
   args["modality_dims"] = [[m, int(d)] for m, d in args["modality_dims"]]
