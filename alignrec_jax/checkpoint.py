@@ -2,7 +2,9 @@
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
 or kill mid-save leaves the previous checkpoint intact; restore always takes the latest complete
-one. The state is restored into an abstract target so optax states come back as the same
+one. Saves are synchronous: the training step donates the state's buffers, so the next epoch has
+to wait for the write anyway, and orbax's background writer runs on wall-clock deadlines that a
+stalled process (suspended, or starved on a busy machine) can miss, which failed a run here. The state is restored into an abstract target so optax states come back as the same
 NamedTuples (without a target they come back as plain dicts and lists).
 """
 
@@ -23,13 +25,14 @@ class Checkpointer:
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(
             create=True,
+            enable_async_checkpointing=False,
             preservation_policy=ocp.checkpoint_managers.LatestN(n=keep)))
 
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
-    """Starts saving in the background; the arrays are copied before this returns."""
+    """Writes the checkpoint of `epoch`; returns when it is complete on disk."""
     self._manager.save(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
@@ -44,7 +47,7 @@ class Checkpointer:
     return restored.state, restored.meta
 
   def wait(self) -> None:
-    """Blocks until every started save is on disk."""
+    """Blocks until every started save is on disk (a no-op while saves are synchronous)."""
     self._manager.wait_until_finished()
 
   def close(self) -> None:

@@ -197,7 +197,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, exp: Experimen
   epoch = start_epoch - 1
   try:
     for epoch in range(start_epoch, config.train.max_epochs if not stopped else start_epoch):
-      # The epoch donates the state's buffers: the previous checkpoint must be fully written.
+      # The epoch donates the state's buffers: the previous checkpoint must be fully written
+      # (saves are synchronous, so this is a guard should they become asynchronous).
       checkpointer.wait()
       tick = time.perf_counter()
       state, terms = train_epoch(state, exp.train_data, jax.random.fold_in(root_key, epoch))
