@@ -4,8 +4,9 @@ Orbax writes each checkpoint into a temporary directory and renames it when comp
 or kill mid-save leaves the previous checkpoint intact; restore always takes the latest complete
 one. Saves are synchronous: the training step donates the state's buffers, so the next epoch has
 to wait for the write anyway, and orbax's background writer runs on wall-clock deadlines that a
-stalled process (suspended, or starved on a busy machine) can miss, which failed a run here. The state is restored into an abstract target so optax states come back as the same
-NamedTuples (without a target they come back as plain dicts and lists).
+stalled process (suspended, or starved on a busy machine) can miss, which failed a run here.
+The state is restored into an abstract target so optax states come back as the same NamedTuples
+(without a target they come back as plain dicts and lists).
 """
 
 from __future__ import annotations

