@@ -1,0 +1,265 @@
+"""AlignRec's stage 1 (inter-content alignment): a cross-modal transformer over item content.
+
+The paper fine-tunes BEiT-3 on image-text pairs and takes its CLS output as the item's multimodal
+feature. The authors released neither code nor checkpoint, so this is a small pure-Flax stand-in
+that takes any number of modalities, each described by a `ModalitySpec`:
+
+- "sequence": continuous token states [B, L, D] with a bool mask [B, L] (e.g. MiniLM states);
+- "categorical": token ids [B, L] int32, -1 marking padding (e.g. tags, genres);
+- "vector": one global feature [B, D] (e.g. a CNN image feature), projected into `num_tokens`
+  tokens so that attention can mix parts of it with the other modalities' tokens.
+
+Every modality's tokens get a modality-type embedding and learned position embeddings, a CLS token
+is prepended, and pre-LN transformer blocks run over the concatenation with a key mask that hides
+padding and absent modalities. The item vector is the CLS output projected to `output_dim`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Literal, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Kind = Literal["sequence", "categorical", "vector"]
+KINDS: tuple[str, ...] = ("sequence", "categorical", "vector")
+
+# BEiT-style small normal init for the learned tokens and tables: keeps the embedding sum of
+# type + position + content at the scale of the projected content at the start.
+_embed_init = nn.initializers.truncated_normal(0.02)
+# Added to the attention logits of hidden keys. Finite (not -inf) so that a fully hidden row could
+# never produce NaN; in practice every row sees at least the CLS key.
+_MASK_LOGIT = -1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalitySpec:
+  """One input modality of the encoder.
+
+  Attributes:
+    name: the key of this modality in the input dict.
+    kind: "sequence", "categorical" or "vector".
+    input_dim: D, the feature size of a "sequence" token or of a "vector" (the regression target
+      size of the reconstruction head).
+    max_len: the most tokens of a "sequence" or "categorical" input (size of its position table).
+    vocab_size: the number of ids of a "categorical" input.
+    num_tokens: how many tokens a "vector" input is projected into.
+  """
+
+  name: str
+  kind: Kind
+  input_dim: int = 0
+  max_len: int = 0
+  vocab_size: int = 0
+  num_tokens: int = 1
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"modality {self.name!r}: kind {self.kind!r} not in {KINDS}")
+    if self.kind in ("sequence", "vector") and self.input_dim <= 0:
+      raise ValueError(f"modality {self.name!r}: {self.kind} needs input_dim > 0")
+    if self.kind in ("sequence", "categorical") and self.max_len <= 0:
+      raise ValueError(f"modality {self.name!r}: {self.kind} needs max_len > 0")
+    if self.kind == "categorical" and self.vocab_size <= 0:
+      raise ValueError(f"modality {self.name!r}: categorical needs vocab_size > 0")
+    if self.kind == "vector" and self.num_tokens <= 0:
+      raise ValueError(f"modality {self.name!r}: vector needs num_tokens > 0")
+
+
+class ModalityInput(NamedTuple):
+  """One modality's batch (a pytree: jit and lax.scan can carry it).
+
+  Attributes:
+    values: [B, L, D] float ("sequence"), [B, L] int32 with -1 = padding ("categorical"),
+      [B, D] float ("vector").
+    mask: [B, L] bool, True on real tokens; "sequence" only (categorical padding is id -1, a
+      vector has no padding). None = every token real.
+    present: [B] bool, False where the item lacks this modality altogether. None = all present.
+  """
+
+  values: jax.Array
+  mask: jax.Array | None = None
+  present: jax.Array | None = None
+
+
+def num_tokens(spec: ModalitySpec, inp: ModalityInput) -> int:
+  """L_m, the number of token slots this modality contributes for this input."""
+  return spec.num_tokens if spec.kind == "vector" else inp.values.shape[1]
+
+
+def token_mask(spec: ModalitySpec, inp: ModalityInput) -> jax.Array:
+  """[B, L_m] bool: True on the real tokens of items where the modality is present."""
+  batch = inp.values.shape[0]
+  length = num_tokens(spec, inp)
+  if spec.kind == "categorical":
+    valid = inp.values >= 0
+  elif spec.kind == "sequence" and inp.mask is not None:
+    valid = inp.mask.astype(bool)
+  else:
+    valid = jnp.ones((batch, length), bool)
+  if inp.present is not None:
+    valid = valid & inp.present.astype(bool)[:, None]
+  return valid
+
+
+def with_only(inputs: Mapping[str, ModalityInput], keep: str) -> dict[str, ModalityInput]:
+  """The same inputs with every modality but `keep` marked absent (single-modality encoding)."""
+  out = {}
+  for name, inp in inputs.items():
+    batch = inp.values.shape[0]
+    if name != keep:
+      present = jnp.zeros((batch,), bool)
+    elif inp.present is None:
+      # Materialised so that every `with_only` result has the same pytree structure (callers
+      # stack them into one batch).
+      present = jnp.ones((batch,), bool)
+    else:
+      present = inp.present
+    out[name] = inp._replace(present=present)
+  return out
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with a key mask. [B, T, W] -> [B, T, W]."""
+
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+    """x [B, T, W]; key_mask [B, T] bool, False keys receive no attention from any query."""
+    batch, length, width = x.shape
+    if width % self.num_heads:
+      raise ValueError(f"width {width} not divisible by {self.num_heads} heads")
+    head_dim = width // self.num_heads
+
+    def split(t):  # [B, T, W] -> [B, H, T, W / H]
+      return t.reshape(batch, length, self.num_heads, head_dim).transpose(0, 2, 1, 3)
+
+    q = split(nn.Dense(width, name="query")(x))
+    k = split(nn.Dense(width, name="key")(x))
+    v = split(nn.Dense(width, name="value")(x))
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.float32(head_dim))
+    logits = jnp.where(key_mask[:, None, None, :], logits, _MASK_LOGIT)
+    weights = jax.nn.softmax(logits, axis=-1)
+    heads = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+    merged = heads.transpose(0, 2, 1, 3).reshape(batch, length, width)
+    return nn.Dense(width, name="out")(merged)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-LN block: x + Attn(LN(x)), then + MLP(LN(.)) with exact (erf) GELU. [B, T, W]."""
+
+  num_heads: int
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+    width = x.shape[-1]
+    x = x + SelfAttention(self.num_heads, name="attention")(nn.LayerNorm(name="ln_attn")(x),
+                                                            key_mask)
+    h = nn.Dense(self.mlp_dim, name="mlp_in")(nn.LayerNorm(name="ln_mlp")(x))
+    h = nn.gelu(h, approximate=False)
+    return x + nn.Dense(width, name="mlp_out")(h)
+
+
+class CrossModalEncoder(nn.Module):
+  """Fuses an item's modalities into one vector (the CLS output), BEiT-3 style.
+
+  Attributes:
+    specs: one `ModalitySpec` per modality; the token order is the order of `specs`.
+    width: the transformer width W.
+    num_heads: attention heads (W must be divisible by it).
+    num_layers: transformer blocks.
+    mlp_dim: hidden size of the blocks' MLP (default 4 W).
+    output_dim: the size of the item vector (768 like BEiT-3 base by default).
+  """
+
+  specs: tuple[ModalitySpec, ...]
+  width: int = 64
+  num_heads: int = 4
+  num_layers: int = 2
+  mlp_dim: int | None = None
+  output_dim: int = 768
+
+  def _embed(self, spec: ModalitySpec, inp: ModalityInput, valid: jax.Array,
+             masked: jax.Array | None) -> jax.Array:
+    """[B, L_m, W] token embeddings of one modality, zero on hidden positions."""
+    if spec.kind == "sequence":
+      # Zeroing hidden positions first keeps arbitrary (even non-finite) padding values out of
+      # every computation, forward and backward.
+      values = jnp.where(valid[..., None], inp.values, 0.0)
+      tokens = nn.Dense(self.width, name=f"{spec.name}_proj")(values)
+    elif spec.kind == "categorical":
+      ids = jnp.where(valid, inp.values, 0)
+      tokens = nn.Embed(spec.vocab_size, self.width, embedding_init=_embed_init,
+                        name=f"{spec.name}_embed")(ids)
+    else:
+      present = valid[:, 0]
+      values = jnp.where(present[:, None], inp.values, 0.0)
+      flat = nn.Dense(spec.num_tokens * self.width, name=f"{spec.name}_proj")(values)
+      tokens = flat.reshape(values.shape[0], spec.num_tokens, self.width)
+    length = tokens.shape[1]
+    if spec.kind != "vector" and length > spec.max_len:
+      raise ValueError(f"modality {spec.name!r}: {length} tokens > max_len {spec.max_len}")
+    mask_token = self.param(f"{spec.name}_mask_token", _embed_init, (self.width,))
+    if masked is not None:
+      # BEiT: the masked token's content is replaced; its type and position embeddings stay so
+      # the model knows what to reconstruct where.
+      tokens = jnp.where(masked[..., None], mask_token, tokens)
+    max_len = spec.num_tokens if spec.kind == "vector" else spec.max_len
+    positions = self.param(f"{spec.name}_pos", _embed_init, (max_len, self.width))
+    type_embedding = self.param(f"{spec.name}_type", _embed_init, (self.width,))
+    tokens = tokens + positions[:length] + type_embedding
+    return jnp.where(valid[..., None], tokens, 0.0)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, ModalityInput],
+               masked: Mapping[str, jax.Array] | None = None,
+               with_heads: bool = False):
+    """Encodes a batch of items.
+
+    Args:
+      inputs: name -> `ModalityInput`, every spec's name present, same batch size B.
+      masked: optional name -> [B, L_m] bool, positions whose content is replaced by that
+        modality's learned [MASK] embedding (pre-training); hidden positions are ignored.
+      with_heads: also return the reconstruction heads' predictions (pre-training).
+
+    Returns:
+      cls: [B, output_dim] the item vectors;
+      tokens: name -> [B, L_m, W] final (layer-normed) token outputs;
+      and, with `with_heads`, predictions: name -> [B, L_m, D] ("sequence", "vector": regression
+      of the layer-normed raw input) or [B, L_m, vocab_size] logits ("categorical").
+    """
+    masked = masked or {}
+    pieces, valids, lengths = [], [], []
+    for spec in self.specs:
+      inp = inputs[spec.name]
+      valid = token_mask(spec, inp)
+      pieces.append(self._embed(spec, inp, valid, masked.get(spec.name)))
+      valids.append(valid)
+      lengths.append(pieces[-1].shape[1])
+    batch = pieces[0].shape[0]
+    cls_token = self.param("cls_token", _embed_init, (self.width,))
+    x = jnp.concatenate([jnp.broadcast_to(cls_token, (batch, 1, self.width))] + pieces, axis=1)
+    key_mask = jnp.concatenate([jnp.ones((batch, 1), bool)] + valids, axis=1)
+    mlp_dim = self.mlp_dim or 4 * self.width
+    for i in range(self.num_layers):
+      x = TransformerBlock(self.num_heads, mlp_dim, name=f"block_{i}")(x, key_mask)
+    x = nn.LayerNorm(name="ln_final")(x)
+    cls = nn.Dense(self.output_dim, name="cls_proj")(x[:, 0])
+    tokens, start = {}, 1
+    for spec, length in zip(self.specs, lengths, strict=True):
+      tokens[spec.name] = x[:, start:start + length]
+      start += length
+    # Heads are created at init even when not asked for, so that one parameter tree serves
+    # both encoding and pre-training.
+    if not (with_heads or self.is_initializing()):
+      return cls, tokens
+    predictions = {}
+    for spec in self.specs:
+      size = spec.vocab_size if spec.kind == "categorical" else spec.input_dim
+      predictions[spec.name] = nn.Dense(size, name=f"{spec.name}_head")(tokens[spec.name])
+    return (cls, tokens, predictions) if with_heads else (cls, tokens)
