@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import jraph
 from jax.experimental import sparse
 
-from alignrec_jax.graph import Csr, graph_to_csr
+from alignrec_jax.graph import Csr
 
 Kernel = Literal["csr", "segment_sum"]
 KERNELS = ("csr", "segment_sum")
@@ -62,14 +62,6 @@ class SparseOperator:
                indptr=jnp.asarray(matrix.indptr), row_ids=jnp.asarray(matrix.row_ids()),
                t_data=jnp.asarray(t.data), t_indices=jnp.asarray(t.indices),
                t_indptr=jnp.asarray(t.indptr), shape=matrix.shape, kernel=kernel)
-
-  @classmethod
-  def from_graph(cls, graph: jraph.GraphsTuple, *, kernel: Kernel | None = None
-                 ) -> SparseOperator:
-    return cls.from_csr(graph_to_csr(graph), kernel=kernel)
-
-  def __matmul__(self, x: jax.Array) -> jax.Array:
-    return matmul(self, x)
 
 
 def _csr_product(data, indices, indptr, shape, x):
