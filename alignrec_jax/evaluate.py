@@ -47,13 +47,17 @@ Typical use:
   eval_data = jax.device_put(eval_data)        # optional: keeps the index arrays on device
   results = evaluate(user_emb, item_emb, eval_data)
   results["valid"]["recall@20"], results["test"]["tail_ndcg@10"]
+
+Scorers that are not a dot product of embedding tables go through `evaluate_scores(score_fn,
+params, eval_data)`, the same pass with the per-chunk scores from `score_fn` (see `ScoreChunk`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -503,9 +507,43 @@ def _metric_sums(
   return sums, jnp.sum(counted, dtype=jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("ks", "method"))
+class ScoreChunk(NamedTuple):
+  """What a score function sees of one chunk of evaluation rows (all traced arrays).
+
+  Attributes:
+    users: [chunk_size] int32 user id of each row; padding rows hold user 0 (their scores are
+      computed but never counted).
+    train_rows: [train_max_len] int32 row (0..chunk_size - 1) of each of the chunk's distinct
+      training pairs, sorted by row then item; chunk_size (out of range) for entries that are not
+      the chunk's pairs, so a scatter with mode="drop" skips them.
+    train_items: [train_max_len] int32 item of each training pair.
+  """
+
+  users: jax.Array
+  train_rows: jax.Array
+  train_items: jax.Array
+
+
+# score_fn(params, chunk) -> [chunk_size, num_items] scores of the chunk's rows. It runs inside
+# jit and lax.map, so it must be traceable; params is any pytree of arrays.
+ScoreFn = Callable[[Any, ScoreChunk], jax.Array]
+
+
+def _dot_scores(params: tuple[jax.Array, jax.Array], chunk: ScoreChunk) -> jax.Array:
+  """user_emb[users] @ item_emb.T in float32: the scores of `evaluate`."""
+  user_emb, item_emb = params
+  # HIGHEST: full float32 products on GPU/TPU too (their default may round through TF32/bf16),
+  # so near-ties rank as with the float32 reference. A no-op on CPU.
+  return jnp.dot(
+      user_emb[chunk.users].astype(jnp.float32),
+      item_emb.astype(jnp.float32).T,
+      precision=jax.lax.Precision.HIGHEST,
+  )
+
+
+@functools.partial(jax.jit, static_argnames=("score_fn", "ks", "method"))
 def _evaluate_sums(
-    user_emb: jax.Array, item_emb: jax.Array, data: EvalData, ks: tuple[int, ...], method: str
+    score_fn: ScoreFn, params: Any, data: EvalData, ks: tuple[int, ...], method: str
 ) -> tuple[jax.Array, jax.Array]:
   """Per-chunk metric sums.
 
@@ -515,17 +553,17 @@ def _evaluate_sums(
   """
   size = data.chunk_size
   k_max = max(ks)
-  user_emb = user_emb.astype(jnp.float32)
-  item_emb = item_emb.astype(jnp.float32)
 
   def one_chunk(chunk: jax.Array) -> tuple[jax.Array, jax.Array]:
     first = chunk * size
     users = jax.lax.dynamic_slice_in_dim(data.user_ids, first, size)
-    # HIGHEST: full float32 products on GPU/TPU too (their default may round through TF32/bf16),
-    # so near-ties rank as with the float32 reference. A no-op on CPU.
-    scores = jnp.dot(user_emb[users], item_emb.T, precision=jax.lax.Precision.HIGHEST)
     mask_rows = _chunk_rows(data.train_rows, data.train_offsets, chunk, data.train_max_len, size)
     mask_items = _window(data.train_items, data.train_offsets, chunk, data.train_max_len)
+    scores = score_fn(params, ScoreChunk(users, mask_rows, mask_items))
+    if scores.shape != (size, data.num_items):
+      raise ValueError(f"score_fn returned shape {scores.shape}, expected "
+                       f"(chunk_size, num_items) = {(size, data.num_items)}")
+    scores = scores.astype(jnp.float32)
 
     offsets, length = data.heldout_offsets, data.heldout_max_len
     rows = _chunk_rows(data.heldout_rows, offsets, chunk, length, size)
@@ -564,6 +602,19 @@ def default_method() -> str:
   return "count" if jax.default_backend() == "cpu" else "top_k"
 
 
+def _check_options(
+    ks: Sequence[int], method: str | None, data: EvalData
+) -> tuple[tuple[int, ...], str]:
+  """Sorted distinct cutoffs and the method, validated against the dataset."""
+  ks = tuple(sorted({int(k) for k in ks}))
+  if not ks or ks[0] < 1 or ks[-1] > data.num_items:
+    raise ValueError(f"ks must be in 1..num_items={data.num_items}, got {ks}")
+  method = default_method() if method is None else method
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  return ks, method
+
+
 def evaluate(
     user_emb: jax.Array,
     item_emb: jax.Array,
@@ -590,18 +641,43 @@ def evaluate(
     "tail_recall@K", "tail_ndcg@K", "tail_precision@K", "tail_map@K" for every K (floats), and
     "num_users", "num_tail_users" (ints: the users averaged over, overall and for the tail).
   """
-  ks = tuple(sorted({int(k) for k in ks}))
-  if not ks or ks[0] < 1 or ks[-1] > data.num_items:
-    raise ValueError(f"ks must be in 1..num_items={data.num_items}, got {ks}")
-  method = default_method() if method is None else method
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  ks, method = _check_options(ks, method, data)
   if user_emb.shape[0] != data.num_users or item_emb.shape[0] != data.num_items:
     raise ValueError(
         f"embeddings {user_emb.shape}, {item_emb.shape} do not match the dataset's "
         f"{data.num_users} users, {data.num_items} items"
     )
-  sums, counts = jax.device_get(_evaluate_sums(user_emb, item_emb, data, ks, method))
+  return evaluate_scores(_dot_scores, (user_emb, item_emb), data, ks=ks, method=method)
+
+
+def evaluate_scores(
+    score_fn: ScoreFn,
+    params: Any,
+    data: EvalData,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    method: str | None = None,
+) -> dict[str, dict[str, float]]:
+  """`evaluate` for any scorer: the same masking, ranking and metrics, scores from `score_fn`.
+
+  For recommenders whose scores are not a dot product of two embedding tables (for example
+  item-kNN over the user's training items, `feature_quality.evaluate_item_knn`). The scores of a
+  chunk are computed on device inside the jitted loop, so no [num_users, num_items] array exists.
+
+  Args:
+    score_fn: score_fn(params, chunk) -> [chunk_size, num_items] scores of the chunk's rows, cast
+      to float32 (see `ScoreChunk`); must be traceable and hashable (a module-level function, not
+      a fresh lambda per call, or every call compiles again). Scores must not be NaN.
+    params: pytree of arrays passed to score_fn (traced: new values reuse the compiled code).
+    data: from `make_eval_data`.
+    ks: cutoffs K, each in 1..num_items.
+    method: "count" or "top_k" (see the module docstring); None picks `default_method()`.
+
+  Returns:
+    The same dictionary as `evaluate`.
+  """
+  ks, method = _check_options(ks, method, data)
+  sums, counts = jax.device_get(_evaluate_sums(score_fn, params, data, ks, method))
   # Chunks are added up in float64 on the host.
   sums = np.asarray(sums, np.float64).sum(axis=0)  # [2, 2, 4, len(ks)]
   counts = np.asarray(counts, np.int64).sum(axis=0)  # [2, 2]

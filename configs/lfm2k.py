@@ -14,4 +14,6 @@ def get_config():
   config.data.path = shared_dataset("lfm2k")
   config.data.features = ("text_feat.npy", "audio_feat.npy")
   config.train.max_epochs = 1000
+  config.stage1.modalities = (("text", "sequence", "item_text.tsv"),
+                              ("audio", "vector", "audio_feat.npy"))
   return config

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from alignrec_jax.data.dataset import Dataset, Interactions
-from alignrec_jax.evaluate import METHODS, EvalData, _evaluate_sums, evaluate, make_eval_data
+from alignrec_jax.evaluate import (
+    METHODS,
+    EvalData,
+    ScoreChunk,
+    _dot_scores,
+    _evaluate_sums,
+    evaluate,
+    evaluate_scores,
+    make_eval_data,
+)
 
 Pairs = list[tuple[int, int]]
 
@@ -302,3 +311,46 @@ def test_rejects_bad_arguments() -> None:
   with pytest.raises(ValueError, match="item ids"):
     make_eval_data(_dataset(2, 3, train=[(0, 1)], valid=[(0, 3)], test=[]))
   assert isinstance(data, EvalData)
+
+
+def _dot_plus_shifted_history(params, chunk: ScoreChunk) -> jax.Array:
+  """u.v plus weight[i] on item (i + 1) % num_items for each of the row's training items i."""
+  user_emb, item_emb, weight = params
+  num_items = item_emb.shape[0]
+  scores = user_emb[chunk.users] @ item_emb.T
+  shifted = (chunk.train_items + 1) % num_items
+  return scores.at[chunk.train_rows, shifted].add(weight[chunk.train_items], mode="drop")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_evaluate_scores_with_history_scorer(method: str) -> None:
+  rng = np.random.default_rng(3)
+  num_users, num_items, ks = 41, 30, (1, 5, 30)
+  dataset = _random_dataset(rng, num_users, num_items)
+  # Small integers: exact float32 scores with ties.
+  user_emb = rng.integers(-2, 3, (num_users, 4)).astype(np.float32)
+  item_emb = rng.integers(-2, 3, (num_items, 4)).astype(np.float32)
+  weight = rng.integers(0, 4, num_items).astype(np.float32)
+  data = make_eval_data(dataset, chunk_size=8)
+  got = evaluate_scores(
+      _dot_plus_shifted_history, (user_emb, item_emb, weight), data, ks=ks, method=method
+  )
+  # Dense reference; an identity item table turns the score matrix into "embeddings".
+  scores = user_emb.astype(np.float64) @ item_emb.T
+  for u, i in set(zip(dataset.train.users.tolist(), dataset.train.items.tolist(), strict=True)):
+    scores[u, (i + 1) % num_items] += weight[i]
+  want = _evaluate_numpy(scores, np.eye(num_items), dataset, ks, 0.2)
+  for split in ("valid", "test"):
+    assert got[split]["num_users"] == want[split]["num_users"] > 0
+    for key, value in want[split].items():
+      assert got[split][key] == pytest.approx(value, abs=1e-6), (split, key)
+  # The dot-product scorer through evaluate_scores is evaluate itself.
+  assert evaluate_scores(_dot_scores, (user_emb, item_emb), data, ks=ks, method=method) == (
+      evaluate(user_emb, item_emb, data, ks=ks, method=method)
+  )
+
+
+def test_evaluate_scores_rejects_wrong_shape() -> None:
+  dataset, user_emb, item_emb = _hand_case()
+  with pytest.raises(ValueError, match="score_fn returned shape"):
+    evaluate_scores(lambda p, c: p[c.users], user_emb, make_eval_data(dataset), ks=(1,))
