@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from alignrec_jax import feature_quality, models
 from alignrec_jax import graph as graph_lib
-from alignrec_jax import models
 from alignrec_jax.data import (
     Dataset,
     combine_features,
@@ -46,6 +46,8 @@ class Experiment:
   dataset: Dataset
   train_data: TrainData
   eval_data: EvalData
+  # Evaluation of the users with the shortest training histories (None when switched off).
+  short_history_eval_data: EvalData | None
   feature_description: str
   setup_seconds: dict[str, float]
 
@@ -122,6 +124,12 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   # On device once, rather than copied from the host at every evaluation.
   eval_data = jax.device_put(make_eval_data(dataset, chunk_size=config.eval.chunk_size,
                                             head_fraction=config.eval.head_fraction))
+  short_eval_data = None
+  if config.eval.short_history_fraction:
+    users = feature_quality.shortest_history_users(dataset, config.eval.short_history_fraction)
+    short_eval_data = jax.device_put(make_eval_data(
+        feature_quality.restrict_heldout(dataset, users), chunk_size=config.eval.chunk_size,
+        head_fraction=config.eval.head_fraction))
   seconds["sampler_and_eval_data"] = time.perf_counter() - start
   return Experiment(dataset=dataset, train_data=train_data, eval_data=eval_data,
-                    feature_description=description, setup_seconds=seconds)
+                    short_history_eval_data=short_eval_data, feature_description=description, setup_seconds=seconds)

@@ -210,7 +210,13 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, exp: Experimen
             f"{checkpointer.latest_epoch()} in {workdir} is the last good state")
 
       tick = time.perf_counter()
-      results = evaluate(*embed(state.params, exp.train_data), exp.eval_data, ks=ks)
+      embeddings = embed(state.params, exp.train_data)
+      results = evaluate(*embeddings, exp.eval_data, ks=ks)
+      if exp.short_history_eval_data is not None and results["valid"][select] > (
+          stopper.best_score):
+        # Only the best epoch's metrics are reported, so only improving epochs need these.
+        short = evaluate(*embeddings, exp.short_history_eval_data, ks=ks)
+        results.update(valid_short=short["valid"], test_short=short["test"])
       eval_seconds = time.perf_counter() - tick
       stopped = stopper.update(epoch, results["valid"][select], results)
       checkpointer.save(epoch, state, {"epoch": epoch, "stopped": stopped,

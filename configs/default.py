@@ -92,4 +92,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.ks = (5, 10, 20, 50)
   config.eval.chunk_size = 256  # users scored at once; 256 was fastest at Baby scale on CPU
   config.eval.head_fraction = 0.2  # most popular 20% of items are "head"; the rest "tail"
+  # The paper's cold-user analysis: metrics of the users with the shortest training histories
+  # (this fraction of them), computed at each new best validation epoch ("valid_short",
+  # "test_short" in the summary). 0 switches it off.
+  config.eval.short_history_fraction = 0.2
   return config

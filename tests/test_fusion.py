@@ -224,7 +224,18 @@ def test_sample_masks():
   assert not np.array_equal(np.asarray(other["text"]), np.asarray(masks["text"]))
 
 
-def test_stacked_single_modality_views_match_separate_calls(setup):
+def test_encoding_one_modality_alone_equals_hiding_the_others(setup):
+  module, params, inputs = setup
+  for name in ("text", "image", "tags"):
+    alone, tokens = module.apply(params, inputs, only=name)
+    hidden = _cls(module, params, with_only(inputs, name))
+    np.testing.assert_allclose(alone, hidden, rtol=1e-5, atol=1e-6)
+    assert list(tokens) == [name]
+  with pytest.raises(ValueError, match="only='audio'"):
+    module.apply(params, inputs, only="audio")
+
+
+def test_single_modality_views_match_separate_calls(setup):
   module, params, inputs = setup
   _, terms = stage1.pretrain_loss(params, module, inputs, jax.random.PRNGKey(0),
                                   pairs=[("text", "image")])

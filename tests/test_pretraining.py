@@ -14,7 +14,7 @@ import pytest
 
 from alignrec_jax import content, experiment, pretraining, stage1
 from alignrec_jax.models.fusion import ModalityInput
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -103,6 +103,20 @@ def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tm
   _assert_trees_equal(good, kept)
 
 
+def test_short_history_users_are_reported_at_the_best_epoch(tmp_path):
+  from alignrec_jax import feature_quality
+  config = tiny_config(**{"train.max_epochs": 2})
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  exp = build_experiment(config, str(tmp_path))
+  users = feature_quality.shortest_history_users(exp.dataset, 0.2)
+  for split in ("valid", "test"):
+    heldout = exp.dataset.split(split)
+    expected = len(np.intersect1d(np.unique(heldout.users), users))
+    assert summary[f"{split}_short"]["num_users"] == expected < summary[split]["num_users"]
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert "valid_short/recall@20" in records[0]  # the first epoch always improves
+
+
 def test_early_stopping_state_survives_a_resume(tmp_path):
   config = tiny_config(**{"train.max_epochs": 50, "train.patience": 1, "optim.lr": 1e-6})
   summary = train.train_and_evaluate(config, str(tmp_path))

@@ -218,7 +218,7 @@ class CrossModalEncoder(nn.Module):
   @nn.compact
   def __call__(self, inputs: Mapping[str, ModalityInput],
                masked: Mapping[str, jax.Array] | None = None,
-               with_heads: bool = False):
+               with_heads: bool = False, only: str | None = None):
     """Encodes a batch of items.
 
     Args:
@@ -226,6 +226,9 @@ class CrossModalEncoder(nn.Module):
       masked: optional name -> [B, L_m] bool, positions whose content is replaced by that
         modality's learned [MASK] embedding (pre-training); hidden positions are ignored.
       with_heads: also return the reconstruction heads' predictions (pre-training).
+      only: encode this modality alone: the sequence is CLS plus its tokens only. Equal to
+        encoding `with_only(inputs, only)` (the other modalities' keys are hidden there), but
+        without computing their tokens: the contrastive views of pre-training use it.
 
     Returns:
       cls: [B, output_dim] the item vectors;
@@ -234,8 +237,14 @@ class CrossModalEncoder(nn.Module):
       of the layer-normed raw input) or [B, L_m, vocab_size] logits ("categorical").
     """
     masked = masked or {}
+    specs = self.specs
+    if only is not None:
+      specs = tuple(s for s in self.specs if s.name == only)
+      if not specs or self.is_initializing():
+        raise ValueError(f"only={only!r}: not one of {[s.name for s in self.specs]} (or used "
+                         "at init, which must create every modality's parameters)")
     pieces, valids, lengths = [], [], []
-    for spec in self.specs:
+    for spec in specs:
       inp = inputs[spec.name]
       valid = token_mask(spec, inp)
       pieces.append(self._embed(spec, inp, valid, masked.get(spec.name)))
@@ -251,7 +260,7 @@ class CrossModalEncoder(nn.Module):
     x = nn.LayerNorm(name="ln_final")(x)
     cls = nn.Dense(self.output_dim, name="cls_proj")(x[:, 0])
     tokens, start = {}, 1
-    for spec, length in zip(self.specs, lengths, strict=True):
+    for spec, length in zip(specs, lengths, strict=True):
       tokens[spec.name] = x[:, start:start + length]
       start += length
     # Heads are created at init even when not asked for, so that one parameter tree serves
@@ -259,7 +268,7 @@ class CrossModalEncoder(nn.Module):
     if not (with_heads or self.is_initializing()):
       return cls, tokens
     predictions = {}
-    for spec in self.specs:
+    for spec in specs:
       size = spec.vocab_size if spec.kind == "categorical" else spec.input_dim
       predictions[spec.name] = nn.Dense(size, name=f"{spec.name}_head")(tokens[spec.name])
     return (cls, tokens, predictions) if with_heads else (cls, tokens)
