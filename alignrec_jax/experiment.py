@@ -132,4 +132,5 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
         head_fraction=config.eval.head_fraction))
   seconds["sampler_and_eval_data"] = time.perf_counter() - start
   return Experiment(dataset=dataset, train_data=train_data, eval_data=eval_data,
-                    short_history_eval_data=short_eval_data, feature_description=description, setup_seconds=seconds)
+                    short_history_eval_data=short_eval_data, feature_description=description,
+                    setup_seconds=seconds)

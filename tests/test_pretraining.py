@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from alignrec_jax import content, experiment, pretraining, stage1
 from alignrec_jax.models.fusion import ModalityInput
-from conftest import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
