@@ -132,6 +132,40 @@ def _write_output(directory: str, features: np.ndarray, record: dict[str, Any]) 
   return path
 
 
+def _fresh_run(config: ml_collections.ConfigDict, content: Content, seed: int):
+  """(encoder, optimizer, initial state, root key of the epochs) of a run from `seed`."""
+  module = build_encoder(config, content)
+  optimizer = make_optimizer(config, steps_per_epoch=math.ceil(content.num_items
+                                                               / config.batch_size))
+  init_key, root_key = jax.random.split(jax.random.key(seed))
+  rows = min(config.batch_size, content.num_items)
+  example = gather_batch(jax.device_put(content.inputs), jnp.arange(rows), jnp.ones(rows, bool))
+  return module, optimizer, stage1.init_state(module, optimizer, example, init_key), root_key
+
+
+def restore_encoder(config: ml_collections.ConfigDict, content: Content, workdir: str, *,
+                    seed: int) -> tuple[dict, CrossModalEncoder]:
+  """(params, encoder) of the last checkpoint of the stage-1 run in WORKDIR/stage1.
+
+  `content` may have modalities removed (`content.drop_modality`): only the specs must match
+  the run's, which they do for the same files.
+  """
+  module, _, state, _ = _fresh_run(config, content, seed)
+  checkpointer = Checkpointer(os.path.join(workdir, "stage1", "checkpoints"))
+  try:
+    restored = checkpointer.restore_latest(state)
+  finally:
+    checkpointer.close()
+  if restored is None:
+    raise FileNotFoundError(f"no stage-1 checkpoint in {workdir}/stage1: run launch.pipeline "
+                            "with this config and workdir first")
+  state, meta = restored
+  if meta["config"] != config.to_json() or meta["epoch"] != config.epochs - 1:
+    raise ValueError(f"the stage-1 checkpoint in {workdir}/stage1 is of other settings or an "
+                     f"unfinished run (epoch {meta['epoch']})")
+  return state.params, module
+
+
 def pretrain(config: ml_collections.ConfigDict, content: Content, directory: str, *,
              seed: int) -> tuple[stage1.PretrainState, CrossModalEncoder, dict[str, float]]:
   """Trains the encoder for `config.epochs` epochs, resuming from `directory` if it holds a run.
@@ -139,15 +173,10 @@ def pretrain(config: ml_collections.ConfigDict, content: Content, directory: str
   Returns:
     (final state, encoder module, the last epoch's loss terms).
   """
-  module = build_encoder(config, content)
+  module, optimizer, state, root_key = _fresh_run(config, content, seed)
   num_items = content.num_items
   steps_per_epoch = math.ceil(num_items / config.batch_size)
-  optimizer = make_optimizer(config, steps_per_epoch=steps_per_epoch)
-  init_key, root_key = jax.random.split(jax.random.key(seed))
   inputs = jax.device_put(content.inputs)
-  example = gather_batch(inputs, jnp.arange(min(config.batch_size, num_items)),
-                         jnp.ones(min(config.batch_size, num_items), bool))
-  state = stage1.init_state(module, optimizer, example, init_key)
   reporting.log(f"stage-1 encoder: {_count(state.params):,} parameters, {config.num_layers} "
                 f"layers of width {config.width}, output {config.output_dim}-d; "
                 f"{num_items:,} items, {steps_per_epoch} steps an epoch")
