@@ -29,7 +29,7 @@ import numpy as np
 
 from alignrec_jax import content as content_lib
 from alignrec_jax import experiment, feature_quality, pretraining, reporting, stage1, train
-from alignrec_jax.data import combine_features, load_mmrec
+from alignrec_jax.data import combine_features
 
 RESULT_FILE = "feature_quality.json"
 
