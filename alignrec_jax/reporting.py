@@ -43,14 +43,15 @@ def summary_table(metrics: Mapping[str, Mapping[str, float]], *, ks: Sequence[in
                   prefixes: Sequence[str] = ("", "tail_")) -> str:
   """A table of validation and test metrics at every K (rows), e.g. of the best epoch."""
   names = ("recall", "ndcg", "precision", "map")
-  header = f"{'metric':<20}" + "".join(f"{split:>10}" for split in metrics)
+  width = max([10] + [len(split) + 2 for split in metrics])
+  header = f"{'metric':<20}" + "".join(f"{split:>{width}}" for split in metrics)
   lines = [header, "-" * len(header)]
   for prefix in prefixes:
     for name in names:
       for k in ks:
         key = f"{prefix}{name}@{k}"
         if all(key in m for m in metrics.values()):
-          lines.append(f"{key:<20}" + "".join(f"{m[key]:>10.4f}" for m in metrics.values()))
+          lines.append(f"{key:<20}" + "".join(f"{m[key]:>{width}.4f}" for m in metrics.values()))
   return "\n".join(lines)
 
 

@@ -219,9 +219,11 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, exp: Experimen
         results.update(valid_short=short["valid"], test_short=short["test"])
       eval_seconds = time.perf_counter() - tick
       stopped = stopper.update(epoch, results["valid"][select], results)
-      checkpointer.save(epoch, state, {"epoch": epoch, "stopped": stopped,
-                                       "early_stopping": stopper.to_json(),
-                                       "config": config.to_json()})
+      if (stopped or (epoch + 1) % config.train.checkpoint_every == 0
+          or epoch + 1 == config.train.max_epochs):
+        checkpointer.save(epoch, state, {"epoch": epoch, "stopped": stopped,
+                                         "early_stopping": stopper.to_json(),
+                                         "config": config.to_json()})
       metrics_log.write({"epoch": epoch, **terms, **_flat(results),
                          "train_seconds": train_seconds, "eval_seconds": eval_seconds})
       reporting.log(reporting.epoch_line(epoch, terms, results["valid"], results["test"],

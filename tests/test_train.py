@@ -85,6 +85,22 @@ def test_resumed_run_ends_bit_identical(tmp_path):
   assert [x["epoch"] for x in lines] == [0, 1, 2, 3]
 
 
+def test_sparse_checkpoints_replay_the_epochs_after_them(tmp_path):
+  import shutil
+  config = tiny_config(**{"train.max_epochs": 5, "train.checkpoint_every": 3})
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  checkpoints = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+  assert checkpoints == [2, 4]  # every 3rd epoch, and the last
+  _, params = _params_of_last_checkpoint(str(tmp_path))
+  shutil.rmtree(tmp_path / "checkpoints" / "4")  # killed during epoch 4: epochs 3, 4 are redone
+  again = train.train_and_evaluate(config, str(tmp_path))
+  _, replayed = _params_of_last_checkpoint(str(tmp_path))
+  _assert_trees_equal(params, replayed)
+  assert again["test"] == summary["test"]
+  lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+  assert [x["epoch"] for x in lines] == [0, 1, 2, 3, 4]
+
+
 def test_lightgcn_trains(tmp_path):
   config = tiny_config(**{"train.max_epochs": 2})
   config.model.name = "lightgcn"

@@ -1,0 +1,77 @@
+"""The sweep's grid, selection on validation and aggregation over seeds; the launcher end to end."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from alignrec_jax import sweep
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_parse_grid_is_the_product_in_order():
+  grid = sweep.parse_grid(["optim.lr=1e-3,5e-4", "loss.cl_weight=0.01,0.1"])
+  assert grid == [(("optim.lr", "1e-3"), ("loss.cl_weight", "0.01")),
+                  (("optim.lr", "1e-3"), ("loss.cl_weight", "0.1")),
+                  (("optim.lr", "5e-4"), ("loss.cl_weight", "0.01")),
+                  (("optim.lr", "5e-4"), ("loss.cl_weight", "0.1"))]
+  assert sweep.parse_grid([]) == [()]
+  with pytest.raises(ValueError, match="FIELD=V1,V2"):
+    sweep.parse_grid(["optim.lr"])
+
+
+def test_runs_have_distinct_folders_and_flags():
+  runs = sweep.make_runs({"raw": ["/d/a.npy", "/d/b.npy"], "stage1": ["/w/s.npy"]},
+                         sweep.parse_grid(["optim.lr=1e-3,5e-4"]), [1, 2])
+  assert len(runs) == 8 and len({r.workdir("/root") for r in runs}) == 8
+  assert [r.input_name for r in runs[:4]] == ["raw"] * 4  # an input's runs go together
+  flags = runs[0].flags("/root")
+  assert flags == ["--workdir=/root/raw/optim.lr=1e-3/seed_1", "--config.seed=1",
+                   "--config.data.features=('/d/a.npy','/d/b.npy',)", "--config.optim.lr=1e-3"]
+
+
+def _summary(valid, test):
+  return {"valid": {"recall@20": valid, "ndcg@20": valid / 2},
+          "test": {"recall@20": test, "ndcg@20": test / 2}}
+
+
+def test_selection_on_validation_then_mean_and_std_over_seeds():
+  runs = sweep.make_runs({"raw": ["a"], "text": ["b"]}, sweep.parse_grid(["optim.lr=1,2"]),
+                         [7, 8])
+  by = {(r.input_name, r.overrides[0][1], r.seed): r for r in runs}
+  summaries = {
+      by["raw", "1", 7]: _summary(0.30, 0.10), by["raw", "2", 7]: _summary(0.40, 0.20),
+      by["raw", "1", 8]: _summary(0.50, 0.30), by["raw", "2", 8]: _summary(0.50, 0.90),  # tie
+      by["text", "1", 7]: _summary(0.10, 0.10),  # text seed 7 unfinished: not selected
+  }
+  chosen = sweep.select(runs, summaries)
+  assert set(chosen) == {"raw"}
+  assert chosen["raw"][7] is by["raw", "2", 7]
+  assert chosen["raw"][8] is by["raw", "1", 8]  # ties go to the first setting of the grid
+  rows = sweep.table(chosen, summaries)
+  mean, std = rows["raw"]["test/recall@20"]
+  np.testing.assert_allclose([mean, std], [np.mean([0.2, 0.3]), np.std([0.2, 0.3])])
+  assert rows["raw"]["settings"] == ["optim.lr=2", "optim.lr=1"]
+  assert "raw" in sweep.format_table(rows)
+
+
+def test_sweep_launcher_end_to_end(tmp_path):
+  cmd = [sys.executable, "-m", "launch.sweep", "--config=configs/default.py",
+         f"--workdir={tmp_path}", "--inputs=image,raw", "--grid=optim.lr=1e-3", "--seeds=3",
+         "--parallel=2", "--config.data.synthetic.num_users=120",
+         "--config.data.synthetic.num_items=80",
+         "--config.data.synthetic.mean_user_interactions=12", "--config.train.batch_size=256",
+         "--config.train.max_epochs=2", "--config.eval.chunk_size=64",
+         f"--config.data.cache_dir={tmp_path / 'data'}"]
+  first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+  result = json.loads((tmp_path / "sweep.json").read_text())
+  assert set(result["table"]) == {"image", "raw"}
+  assert result["inputs"]["image"][0].endswith("image_feat.npy")
+  assert len(result["inputs"]["raw"]) == 2
+  assert "image" in first.stdout and "raw" in first.stdout
+  again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+  assert "2 finished already, 0 to go" in again.stderr
