@@ -36,6 +36,9 @@ _SEEDS = flags.DEFINE_list("seeds", ["999", "1000", "1001"], "Seeds.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
 _TIME_BUDGET = flags.DEFINE_float("time_budget", 0.0,
                                   "Seconds after which no new run starts (0: no limit).")
+_MAX_NEW_RUNS = flags.DEFINE_integer("max_new_runs", -1,
+                                     "Start at most this many runs (-1: all; 0: only collect "
+                                     "the finished ones into the table).")
 _STAGE1_FEATURES = flags.DEFINE_string("stage1_features", None,
                                        "The stage-1 feature file to use for input 'stage1' "
                                        "instead of training stage 1 in WORKDIR.")
@@ -85,6 +88,8 @@ def main(argv):
   runs = sweep.make_runs(inputs, sweep.parse_grid(_GRID.value), [int(s) for s in _SEEDS.value])
   summaries = {r: s for r in runs if (s := sweep.read_summary(r, root)) is not None}
   todo = [r for r in runs if r not in summaries]
+  if _MAX_NEW_RUNS.value >= 0:
+    todo = todo[:_MAX_NEW_RUNS.value]
   reporting.log(f"sweep: {len(runs)} runs, {len(summaries)} finished already, {len(todo)} to "
                 f"go, {_PARALLEL.value} at once")
   start = time.monotonic()
