@@ -84,6 +84,7 @@ def main(argv):
   reporting.show_progress()
   config, workdir = _CONFIG.value, _WORKDIR.value
   root = os.path.join(workdir, "runs")
+  os.makedirs(root, exist_ok=True)
   inputs = _inputs(config, workdir)
   runs = sweep.make_runs(inputs, sweep.parse_grid(_GRID.value), [int(s) for s in _SEEDS.value])
   summaries = {r: s for r in runs if (s := sweep.read_summary(r, root)) is not None}
