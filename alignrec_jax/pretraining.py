@@ -31,6 +31,7 @@ from alignrec_jax import reporting, stage1
 from alignrec_jax.checkpoint import Checkpointer
 from alignrec_jax.content import Content, load_content
 from alignrec_jax.models.fusion import CrossModalEncoder, ModalityInput
+from alignrec_jax.train import finite_terms
 
 FEATURE_FILE = "stage1_feat.npy"
 RECORD_FILE = "stage1_feat.json"
@@ -202,12 +203,9 @@ def pretrain(config: ml_collections.ConfigDict, content: Content, directory: str
     for epoch in range(start_epoch, config.epochs):
       tick = time.perf_counter()
       state, raw_terms = train_epoch(state, inputs, jax.random.fold_in(root_key, epoch))
-      terms = {k: float(v) for k, v in raw_terms.items()}
+      terms = finite_terms(raw_terms, epoch=epoch, checkpointer=checkpointer,
+                           directory=directory, error=PretrainingDiverged, stage="stage 1: ")
       seconds = time.perf_counter() - tick
-      if not all(math.isfinite(v) for v in terms.values()):
-        raise PretrainingDiverged(
-            f"stage 1: non-finite loss in epoch {epoch} ({terms}); the checkpoint of epoch "
-            f"{checkpointer.latest_epoch()} in {directory} is the last good state")
       checkpointer.save(epoch, state, {"epoch": epoch, "config": config.to_json()})
       metrics_log.write({"epoch": epoch, **terms, "train_seconds": seconds})
       reporting.log(f"stage 1 epoch {epoch:3d} | "

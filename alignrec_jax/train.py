@@ -141,6 +141,17 @@ def make_embed(module: nn.Module) -> Callable:
   return embed
 
 
+def finite_terms(terms: dict[str, jax.Array], *, epoch: int, checkpointer: Checkpointer,
+                 directory: str, error: type[Exception] = TrainingDiverged,
+                 stage: str = "") -> dict[str, float]:
+  """An epoch's loss terms as floats; `error` if any is NaN or Inf, naming the last good state."""
+  values = {k: float(v) for k, v in terms.items()}
+  if not all(math.isfinite(v) for v in values.values()):
+    raise error(f"{stage}non-finite loss in epoch {epoch} ({values}); the checkpoint of epoch "
+                f"{checkpointer.latest_epoch()} in {directory} is the last good state")
+  return values
+
+
 def _flat(split_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
   return {f"{split}/{k}": v for split, m in split_metrics.items() for k, v in m.items()}
 
@@ -202,12 +213,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, exp: Experimen
       checkpointer.wait()
       tick = time.perf_counter()
       state, terms = train_epoch(state, exp.train_data, jax.random.fold_in(root_key, epoch))
-      terms = {k: float(v) for k, v in terms.items()}
+      terms = finite_terms(terms, epoch=epoch, checkpointer=checkpointer, directory=workdir)
       train_seconds = time.perf_counter() - tick
-      if not all(math.isfinite(v) for v in terms.values()):
-        raise TrainingDiverged(
-            f"non-finite loss in epoch {epoch} ({terms}); the checkpoint of epoch "
-            f"{checkpointer.latest_epoch()} in {workdir} is the last good state")
 
       tick = time.perf_counter()
       embeddings = embed(state.params, exp.train_data)
