@@ -68,7 +68,11 @@ def _inputs(config, workdir: str) -> dict[str, list[str]]:
 
 def _passed_on_flags() -> list[str]:
   """This command's --config and --config.* flags, for the launch.train processes."""
-  return [a for a in sys.argv[1:] if a.startswith("--config")]
+  passed = [a for a in sys.argv[1:] if a.startswith("--config")]
+  if any("=" not in a for a in passed):
+    raise app.UsageError("write --config flags as --config=FILE and --config.FIELD=VALUE (with "
+                         "'='): they are passed on to each run")
+  return passed
 
 
 def _run(run: sweep.Run, root: str) -> sweep.Run:
@@ -97,13 +101,13 @@ def main(argv):
   with concurrent.futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
     pending = set()
     for index, run in enumerate(todo):
-      if _TIME_BUDGET.value and time.monotonic() - start > _TIME_BUDGET.value:
-        reporting.log(f"sweep: time budget spent; {len(todo) - index} runs not started")
-        break
-      if len(pending) >= _PARALLEL.value:
+      if len(pending) >= _PARALLEL.value:  # wait for a free slot
         done, pending = concurrent.futures.wait(pending,
                                                 return_when=concurrent.futures.FIRST_COMPLETED)
         _collect(done, summaries, root)
+      if _TIME_BUDGET.value and time.monotonic() - start > _TIME_BUDGET.value:
+        reporting.log(f"sweep: time budget spent; {len(todo) - index} runs not started")
+        break
       pending.add(pool.submit(_run, run, root))
     _collect(concurrent.futures.wait(pending).done, summaries, root)
 
