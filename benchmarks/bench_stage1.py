@@ -143,11 +143,18 @@ def _device_peak_gib() -> float | None:
 
 
 def _step_gflop(module, optimizer, config, state, example) -> float:
-  """XLA's FLOPs (in G) for one training step, from the unoptimised HLO (no compile)."""
+  """XLA's FLOPs (in G) for one training step, from the unoptimised HLO (no compile).
+
+  Lowered for the CPU whatever the backend: the count depends only on shapes, and the GPU
+  lowering's cost analysis came back without FLOPs (NaN in the H100 run of 2026-11-27).
+  """
   step = jax.jit(stage1.make_train_step(module, optimizer, weights=config.weights.to_dict(),
                                         mask_fraction=config.mask_fraction,
                                         temperature=config.temperature))
-  cost = step.lower(state, example, jax.random.key(0)).cost_analysis()
+  # Shapes only (no device placement), so that lowering for another platform is allowed.
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          (state, example, jax.random.key(0)))
+  cost = step.trace(*abstract).lower(lowering_platforms=("cpu",)).cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float((cost or {}).get("flops", math.nan)) / 1e9
 
