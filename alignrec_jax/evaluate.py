@@ -41,7 +41,8 @@ offsets, and each chunk's pairs are scattered into its [chunk_size, ...] arrays 
 per-chunk function. The loop over chunks is a `lax.map` inside one jit that returns per-chunk
 metric sums; the host adds them up in float64 and divides (big_vision evaluator style).
 
-Typical use:
+The index of held-out and training pairs is built once on the host (`eval_data.py`,
+`make_eval_data`, re-exported here). Typical use:
 
   eval_data = make_eval_data(dataset)          # once, host side
   eval_data = jax.device_put(eval_data)        # optional: keeps the index arrays on device
@@ -54,7 +55,6 @@ params, eval_data)`, the same pass with the per-chunk scores from `score_fn` (se
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -63,286 +63,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignrec_jax.data.dataset import Dataset
+from alignrec_jax.eval_data import (  # re-exported: the index is part of this module's API
+    DEFAULT_CHUNK_SIZE,
+    HELDOUT_SPLITS,
+    SPLIT_FLAGS,
+    TAIL_FLAG,
+    EvalData,
+    make_eval_data,
+)
 
-# Fastest at Baby scale on the 2-core CPU with method="count" (benchmarks/bench_evaluate.py: 128
-# and 256 tie, 512 and 1024 are 20-40% slower): a [256, 7050] score block (7 MB) stays in the
-# 32 MB L3 cache across the counting passes.
-DEFAULT_CHUNK_SIZE = 256
 DEFAULT_KS = (5, 10, 20, 50)
 METRICS = ("recall", "ndcg", "precision", "map")
-HELDOUT_SPLITS = ("valid", "test")
 METHODS = ("count", "top_k")
-# Bit flags of a held-out pair: in the validation split, in the test split, a tail item. One int8
-# label per pair serves both splits and both variants.
-_VALID, _TEST, _TAIL = 1, 2, 4
-_SPLIT_FLAGS = (_VALID, _TEST)
 
-
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=(
-        "user_ids",
-        "num_heldout",
-        "num_heldout_tail",
-        "is_tail",
-        "train_rows",
-        "train_items",
-        "train_offsets",
-        "heldout_rows",
-        "heldout_items",
-        "heldout_flags",
-        "heldout_slots",
-        "heldout_offsets",
-        "pass_items",
-        "pass_offsets",
-    ),
-    meta_fields=(
-        "num_users",
-        "num_items",
-        "num_eval_users",
-        "chunk_size",
-        "num_chunks",
-        "num_head_items",
-        "train_max_len",
-        "heldout_max_len",
-        "max_passes",
-    ),
-)
-@dataclasses.dataclass(frozen=True)
-class EvalData:
-  """Evaluation index of one dataset: every array is O(interactions + users + items).
-
-  A pytree: the arrays are leaves (numpy on the host, or device arrays after `jax.device_put`), the
-  ints are static metadata, so `evaluate` compiles once per EvalData shape. Below, P =
-  num_chunks * chunk_size (evaluation rows, padded), T the distinct training pairs and H the
-  distinct held-out pairs (valid and test merged) of evaluated users.
-
-  Rows: evaluated users sorted by decreasing number of distinct held-out items, ties by user id
-  (see the module docstring, method "count"); the order does not change any metric.
-
-  Attributes:
-    user_ids: [P] int32 user id of each evaluation row; padding rows hold user 0.
-    num_heldout: [P, 2] int32 held-out items per row in (valid, test); 0 on padding rows.
-    num_heldout_tail: [P, 2] int32 held-out tail items per row in (valid, test).
-    is_tail: [num_items] bool, True for long-tail items.
-    train_rows: [T + train_max_len] int32 row of each training pair within its chunk
-      (0..chunk_size - 1), sorted by evaluation row; the trailing padding holds chunk_size, an
-      out-of-range row, so that a fixed-length window starting at any chunk's offset stays in
-      bounds.
-    train_items: [T + train_max_len] int32 item of each training pair; 0 on padding.
-    train_offsets: [num_chunks + 1] int32, chunk c's pairs are [offsets[c], offsets[c + 1]).
-    heldout_rows, heldout_items: [H + heldout_max_len] int32 held-out pairs, laid out like the
-      training pairs (sorted by row, then item).
-    heldout_flags: [H + heldout_max_len] int8 bits: 1 in valid, 2 in test, 4 tail item.
-    heldout_slots: [H + heldout_max_len] int32 index of the pair among its row's held-out pairs.
-    heldout_offsets: [num_chunks + 1] int32 per-chunk offsets into the held-out pairs.
-    pass_items: [Q + 1, chunk_size] int32 the held-out items ranked by each counting pass (method
-      "count"): chunk c makes passes m = 0..M_c - 1, M_c its rows' most held-out pairs, and pass m
-      ranks item pass_items[pass_offsets[c] + m, r] for row r (its m-th held-out item, or item 0
-      when it has fewer; unused). Rows are sorted by decreasing held-out count, so M_c is at most
-      the mean count of chunk c - 1 and Q = sum of M_c <= M_0 + H / chunk_size: the table holds at
-      most H + (M_0 + 1) * chunk_size entries. The extra row keeps it nonempty.
-    pass_offsets: [num_chunks + 1] int32 first pass_items row of each chunk.
-    num_users: users of the dataset (rows of the user embedding table).
-    num_items: items of the dataset (rows of the item embedding table).
-    num_eval_users: users with at least one training interaction (the evaluated ones).
-    chunk_size: users scored per step.
-    num_chunks: ceil(num_eval_users / chunk_size).
-    num_head_items: int(round(head_fraction * num_items)) most trained items are head, the rest
-      tail (Python's round: an exact half goes to the even integer).
-    train_max_len: most training pairs in one chunk (the static per-chunk window length).
-    heldout_max_len: most held-out pairs in one chunk.
-    max_passes: most counting passes of one chunk (M_0, at least 1).
-  """
-
-  user_ids: np.ndarray | jax.Array
-  num_heldout: np.ndarray | jax.Array
-  num_heldout_tail: np.ndarray | jax.Array
-  is_tail: np.ndarray | jax.Array
-  train_rows: np.ndarray | jax.Array
-  train_items: np.ndarray | jax.Array
-  train_offsets: np.ndarray | jax.Array
-  heldout_rows: np.ndarray | jax.Array
-  heldout_items: np.ndarray | jax.Array
-  heldout_flags: np.ndarray | jax.Array
-  heldout_slots: np.ndarray | jax.Array
-  heldout_offsets: np.ndarray | jax.Array
-  pass_items: np.ndarray | jax.Array
-  pass_offsets: np.ndarray | jax.Array
-  num_users: int
-  num_items: int
-  num_eval_users: int
-  chunk_size: int
-  num_chunks: int
-  num_head_items: int
-  train_max_len: int
-  heldout_max_len: int
-  max_passes: int
-
-
-def _pair_keys(rows: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
-  """Distinct (row, item) pairs as sorted int64 keys row * num_items + item."""
-  return np.unique(rows.astype(np.int64) * num_items + items.astype(np.int64))
-
-
-def _chunk_layout(
-    rows: np.ndarray, num_chunks: int, chunk_size: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-  """Per-chunk layout of pairs sorted by evaluation row.
-
-  Args:
-    rows: [n] evaluation row (0..num_chunks * chunk_size - 1) of each pair, sorted ascending.
-    num_chunks: number of user chunks.
-    chunk_size: rows per chunk.
-
-  Returns:
-    local_rows: [n + max_len] int32 row within its chunk, padded with chunk_size (out of range).
-    offsets: [num_chunks + 1] int32 start of each chunk's pairs.
-    max_len: most pairs in one chunk (at least 1, so every window has a nonzero static length).
-  """
-  counts = np.bincount(rows // chunk_size, minlength=num_chunks)
-  offsets = np.zeros(num_chunks + 1, np.int64)
-  np.cumsum(counts, out=offsets[1:])
-  max_len = max(int(counts.max(initial=0)), 1)
-  local = np.concatenate([rows % chunk_size, np.full(max_len, chunk_size)]).astype(np.int32)
-  return local, offsets.astype(np.int32), max_len
-
-
-def _padded(values: np.ndarray, pad: int, dtype: type) -> np.ndarray:
-  return np.concatenate([values, np.zeros(pad, values.dtype)]).astype(dtype)
-
-
-def make_eval_data(
-    dataset: Dataset,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    head_fraction: float = 0.2,
-) -> EvalData:
-  """Builds the evaluation index of `dataset` on the host (numpy), once per dataset.
-
-  Users evaluated: those with at least one training interaction. Held-out pairs of other users are
-  ignored (the loader has already dropped them). Duplicate pairs within a split count once. A
-  held-out item that is also one of the user's training items counts in n but is masked out of
-  the ranking, so it is never a hit (as in MMRec).
-
-  Long tail: items are sorted by training count, descending, ties by lower item id; the first
-  int(round(head_fraction * num_items)) are head items, the rest (never-trained items included)
-  tail.
-
-  Args:
-    dataset: the dataset; only `num_users`, `num_items` and the three splits are read.
-    chunk_size: users scored per device step; device memory per step is about
-      chunk_size * num_items * 8 bytes (float32 scores, plus int32 keys for "count" or int8
-      labels for "top_k").
-    head_fraction: fraction of the items, by training popularity, that are head items.
-
-  Returns:
-    The EvalData of numpy arrays.
-  """
-  if chunk_size < 1:
-    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-  if not 0.0 <= head_fraction <= 1.0:
-    raise ValueError(f"head_fraction must be in [0, 1], got {head_fraction}")
-  num_users, num_items = int(dataset.num_users), int(dataset.num_items)
-  for name in ("train", *HELDOUT_SPLITS):
-    split = dataset.split(name)
-    for ids, bound, what in ((split.users, num_users, "user"), (split.items, num_items, "item")):
-      if len(ids) and (ids.min() < 0 or ids.max() >= bound):
-        raise ValueError(f"{name} split: {what} ids must be in [0, {bound}), got "
-                         f"[{ids.min()}, {ids.max()}]")
-  train_users = np.asarray(dataset.train.users, np.int64)
-  train_items = np.asarray(dataset.train.items, np.int64)
-
-  eval_users = np.unique(train_users)
-  num_eval = int(eval_users.shape[0])
-  if num_eval == 0:
-    raise ValueError("no user has a training interaction: nothing to evaluate")
-  num_chunks = -(-num_eval // chunk_size)
-  padded = num_chunks * chunk_size
-  # Index of each user id in eval_users, -1 for users without training interactions.
-  index_of_user = np.full(num_users, -1, np.int64)
-  index_of_user[eval_users] = np.arange(num_eval)
-
-  train_count = np.bincount(train_items, minlength=num_items)
-  # A stable sort on -count keeps ties in increasing item id order.
-  by_popularity = np.argsort(-train_count, kind="stable")
-  num_head = int(round(head_fraction * num_items))
-  is_tail = np.ones(num_items, bool)
-  is_tail[by_popularity[:num_head]] = False
-
-  # Held-out pairs of both splits, keyed by (eval index, item); a pair in both splits is merged.
-  split_keys = []
-  for name in HELDOUT_SPLITS:
-    split = dataset.split(name)
-    index = index_of_user[np.asarray(split.users, np.int64)]
-    keep = index >= 0
-    split_keys.append(_pair_keys(index[keep], np.asarray(split.items)[keep], num_items))
-  heldout_keys = np.union1d(*split_keys)
-
-  # Rows: most held-out pairs first, so each chunk's counting passes are bounded by its first row.
-  per_user = np.bincount(heldout_keys // num_items, minlength=num_eval)
-  order = np.lexsort((eval_users, -per_user))
-  row_of_index = np.empty(num_eval, np.int64)
-  row_of_index[order] = np.arange(num_eval)
-  row_count = np.zeros(padded, np.int64)
-  row_count[:num_eval] = per_user[order]
-  num_passes = row_count.reshape(num_chunks, chunk_size).max(axis=1)
-  pass_offsets = np.zeros(num_chunks + 1, np.int64)
-  np.cumsum(num_passes, out=pass_offsets[1:])
-
-  def rekey(keys: np.ndarray) -> np.ndarray:
-    return np.sort(row_of_index[keys // num_items] * num_items + keys % num_items)
-
-  heldout_keys = rekey(heldout_keys)
-  h_rows, h_items = heldout_keys // num_items, heldout_keys % num_items
-  flags = np.where(is_tail[h_items], _TAIL, 0)
-  num_heldout = np.zeros((padded, 2), np.int32)
-  num_heldout_tail = np.zeros((padded, 2), np.int32)
-  for s, (keys, flag) in enumerate(zip(split_keys, _SPLIT_FLAGS, strict=True)):
-    keys = rekey(keys)
-    rows, items = keys // num_items, keys % num_items
-    num_heldout[:, s] = np.bincount(rows, minlength=padded)
-    num_heldout_tail[:, s] = np.bincount(rows[is_tail[items]], minlength=padded)
-    flags[np.isin(heldout_keys, keys, assume_unique=True)] |= flag
-  row_starts = np.zeros(padded + 1, np.int64)
-  np.cumsum(np.bincount(h_rows, minlength=padded), out=row_starts[1:])
-  slots = np.arange(h_rows.shape[0]) - row_starts[h_rows]
-  h_local, h_offsets, h_max = _chunk_layout(h_rows, num_chunks, chunk_size)
-  pass_items = np.zeros((int(pass_offsets[-1]) + 1, chunk_size), np.int32)
-  pass_items[pass_offsets[h_rows // chunk_size] + slots, h_rows % chunk_size] = h_items
-
-  train_keys = _pair_keys(row_of_index[index_of_user[train_users]], train_items, num_items)
-  t_rows, t_items = train_keys // num_items, train_keys % num_items
-  t_local, t_offsets, t_max = _chunk_layout(t_rows, num_chunks, chunk_size)
-
-  user_ids = np.zeros(padded, np.int32)
-  user_ids[:num_eval] = eval_users[order]
-  return EvalData(
-      user_ids=user_ids,
-      num_heldout=num_heldout,
-      num_heldout_tail=num_heldout_tail,
-      is_tail=is_tail,
-      train_rows=t_local,
-      train_items=_padded(t_items, t_max, np.int32),
-      train_offsets=t_offsets,
-      heldout_rows=h_local,
-      heldout_items=_padded(h_items, h_max, np.int32),
-      heldout_flags=_padded(flags, h_max, np.int8),
-      heldout_slots=_padded(slots, h_max, np.int32),
-      heldout_offsets=h_offsets,
-      pass_items=pass_items,
-      pass_offsets=pass_offsets.astype(np.int32),
-      num_users=num_users,
-      num_items=num_items,
-      num_eval_users=num_eval,
-      chunk_size=chunk_size,
-      num_chunks=num_chunks,
-      num_head_items=num_head,
-      train_max_len=t_max,
-      heldout_max_len=h_max,
-      max_passes=max(int(num_passes.max()), 1),
-  )
 
 
 def _window(values: jax.Array, offsets: jax.Array, chunk: jax.Array, length: int) -> jax.Array:
@@ -579,11 +312,11 @@ def _evaluate_sums(
           data.pass_offsets[chunk + 1] - first_pass, data.max_passes, k_max,
       )
 
-    tail = (labels & _TAIL) != 0
+    tail = (labels & TAIL_FLAG) != 0
     n_all = jax.lax.dynamic_slice_in_dim(data.num_heldout, first, size)
     n_tail = jax.lax.dynamic_slice_in_dim(data.num_heldout_tail, first, size)
     sums, counts = [], []
-    for s, flag in enumerate(_SPLIT_FLAGS):
+    for s, flag in enumerate(SPLIT_FLAGS):
       hit = (labels & flag) != 0
       for h, n in ((hit, n_all[:, s]), (hit & tail, n_tail[:, s])):
         m, c = _metric_sums(h, n, ks)
@@ -694,3 +427,7 @@ def evaluate_scores(
     out["num_tail_users"] = int(counts[s, 1])
     results[split] = out
   return results
+
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_KS", "HELDOUT_SPLITS", "METHODS", "METRICS", "EvalData",
+           "ScoreChunk", "default_method", "evaluate", "evaluate_scores", "make_eval_data"]
