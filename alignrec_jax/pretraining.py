@@ -140,7 +140,8 @@ def _fresh_run(config: ml_collections.ConfigDict, content: Content, seed: int):
                                                                / config.batch_size))
   init_key, root_key = jax.random.split(jax.random.key(seed))
   rows = min(config.batch_size, content.num_items)
-  example = gather_batch(jax.device_put(content.inputs), jnp.arange(rows), jnp.ones(rows, bool))
+  # A host-side slice: the full inputs go to the device once, in `pretrain`, not here too.
+  example = gather_batch(content.inputs, np.arange(rows), np.ones(rows, bool))
   return module, optimizer, stage1.init_state(module, optimizer, example, init_key), root_key
 
 
