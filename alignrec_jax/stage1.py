@@ -7,7 +7,11 @@ The objective follows BEiT-3's spirit on our modalities:
   per-modality heads: softmax cross-entropy over the vocabulary for "categorical" tokens, mean
   squared error for "sequence" and "vector" tokens;
 - contrastive alignment (image-text contrast): the encoder runs on each modality alone, and the
-  single-modality CLS vectors of the same item are pulled together with a symmetric InfoNCE.
+  single-modality CLS vectors of the same item are pulled together with a symmetric InfoNCE;
+- fused alignment (weight "fused", off by default): the CLS of the masked-modelling pass (all
+  modalities, partly masked) is contrasted with each single-modality CLS of the same item. The
+  other terms shape the fused CLS, the vector stage 2 reads, only indirectly; this one trains it
+  to be the consensus of the modalities, robust to masked content.
 
 Regression target: the RAW input, layer-normalised per token (zero mean, unit variance over its D
 features; no learned parameters), as MAE does with normalised pixels. A target built from the
@@ -41,7 +45,7 @@ from alignrec_jax.models.fusion import (
 Inputs = Mapping[str, ModalityInput]
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-  "sequence": 1.0, "categorical": 1.0, "vector": 1.0, "contrastive": 1.0}
+  "sequence": 1.0, "categorical": 1.0, "vector": 1.0, "contrastive": 1.0, "fused": 0.0}
 _TARGET_EPS = 1e-6
 
 
@@ -122,20 +126,20 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
     module: the encoder.
     inputs: name -> `ModalityInput`, batch size B.
     key: PRNG key for the masks.
-    weights: "sequence", "categorical", "vector" (masked modelling, per kind) and "contrastive";
-      missing keys take `DEFAULT_WEIGHTS`.
+    weights: "sequence", "categorical", "vector" (masked modelling, per kind), "contrastive" and
+      "fused"; missing keys take `DEFAULT_WEIGHTS`.
     mask_fraction: the fraction of real tokens masked per modality.
     temperature: the InfoNCE temperature.
     pairs: the modality pairs contrasted; default every pair (none with one modality).
 
   Returns:
-    (loss, terms) with terms "mlm/<name>" per modality, "contrastive" and "loss" (unweighted
-    terms, weighted total).
+    (loss, terms) with terms "mlm/<name>" per modality, "contrastive" (with two or more
+    modalities), "fused" (when weighted) and "loss" (unweighted terms, weighted total).
   """
   weights = {**DEFAULT_WEIGHTS, **(weights or {})}
   specs = module.specs
   masks = sample_masks(key, inputs, specs, mask_fraction)
-  _, _, predictions = module.apply(params, inputs, masks, with_heads=True)
+  fused, _, predictions = module.apply(params, inputs, masks, with_heads=True)
   terms, loss = {}, jnp.float32(0.0)
   for spec in specs:
     term = _masked_token_loss(spec, inputs[spec.name], predictions[spec.name], masks[spec.name])
@@ -143,9 +147,11 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
     loss = loss + weights[spec.kind] * term
   if pairs is None:
     pairs = list(itertools.combinations([s.name for s in specs], 2))
-  if pairs:
+  names = sorted({n for pair in pairs for n in pair})
+  if weights["fused"]:
+    names = [s.name for s in specs]
+  if names:
     spec_by_name = {s.name: s for s in specs}
-    names = sorted({n for pair in pairs for n in pair})
     # Each single-modality view runs over that modality's tokens only (`only`), not over all
     # tokens with the others hidden: on ml100k the genre view is 7 tokens instead of 40.
     alone, has = {}, {}
@@ -153,6 +159,7 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
       alone[name], _ = module.apply(params, inputs, only=name)
       # An item whose modality has no real token is encoded as CLS alone: not a real view.
       has[name] = jnp.any(token_mask(spec_by_name[name], inputs[name]), axis=1)
+  if pairs:
     contrastive = jnp.float32(0.0)
     for a, b in pairs:
       mask = (has[a] & has[b]).astype(jnp.float32)
@@ -160,6 +167,13 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
                                                      mask=mask)
     terms["contrastive"] = contrastive / len(pairs)
     loss = loss + weights["contrastive"] * terms["contrastive"]
+  if weights["fused"]:
+    total = jnp.float32(0.0)
+    for name in names:
+      total = total + symmetric_info_nce(fused, alone[name], temperature=temperature,
+                                         mask=has[name].astype(jnp.float32))
+    terms["fused"] = total / len(names)
+    loss = loss + weights["fused"] * terms["fused"]
   terms["loss"] = loss
   return loss, terms
 

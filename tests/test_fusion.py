@@ -247,6 +247,25 @@ def test_single_modality_views_match_separate_calls(setup):
   np.testing.assert_allclose(terms["contrastive"], want, rtol=1e-5)
 
 
+def test_fused_term_contrasts_the_masked_fused_view_with_each_modality(setup):
+  module, params, inputs = setup
+  key = jax.random.PRNGKey(3)
+  loss, terms = stage1.pretrain_loss(params, module, inputs, key, weights={"fused": 0.5},
+                                     mask_fraction=0.4)
+  masks = stage1.sample_masks(key, inputs, SPECS, 0.4)  # the masks pretrain_loss draws
+  fused, _ = module.apply(params, inputs, masks)
+  want = 0.0
+  for spec in SPECS:
+    alone = _cls(module, params, with_only(inputs, spec.name))
+    has = np.asarray(stage1.token_mask(spec, inputs[spec.name])).any(axis=1)
+    want += stage1.symmetric_info_nce(fused, jnp.asarray(alone), temperature=0.07,
+                                      mask=jnp.asarray(has, jnp.float32))
+  np.testing.assert_allclose(terms["fused"], want / len(SPECS), rtol=1e-5)
+  _, plain = stage1.pretrain_loss(params, module, inputs, key, mask_fraction=0.4)
+  assert "fused" not in plain  # off by default
+  np.testing.assert_allclose(loss, plain["loss"] + 0.5 * terms["fused"], rtol=1e-5)
+
+
 def test_contrastive_term_is_symmetric(setup):
   module, params, inputs = setup
   rng = np.random.default_rng(0)
