@@ -79,9 +79,19 @@ def test_similarity_preservation_gram_form_equals_the_dense_definition():
   np.testing.assert_allclose(dense, expected, rtol=1e-5)
 
 
-def test_similarity_preservation_at_batch_scale_and_target_detached():
+@pytest.mark.parametrize("dim", [7, 256, 301])
+def test_squared_gram_norm_by_blocks(dim):
+  y = RNG.normal(size=(40, dim))
+  want = np.sum(np.square(y.T @ y))  # float64
+  got = losses._squared_gram_norm(jnp.asarray(y, jnp.float32))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+# 301-d features take the block-triangle Gram path (odd width: unequal halves), 96-d the plain one.
+@pytest.mark.parametrize("feature_dim", [96, 301])
+def test_similarity_preservation_at_batch_scale_and_target_detached(feature_dim):
   e = jnp.asarray(RNG.normal(size=(512, 64)) * 0.05, jnp.float32)
-  f = jnp.asarray(RNG.normal(size=(512, 96)), jnp.float32)
+  f = jnp.asarray(RNG.normal(size=(512, feature_dim)), jnp.float32)
   mask = jnp.ones(512)
   gram = jax.value_and_grad(
       lambda e, f: losses.similarity_preservation(embeddings=e, features=f, mask=mask),
