@@ -8,10 +8,12 @@ The objective follows BEiT-3's spirit on our modalities:
   squared error for "sequence" and "vector" tokens;
 - contrastive alignment (image-text contrast): the encoder runs on each modality alone, and the
   single-modality CLS vectors of the same item are pulled together with a symmetric InfoNCE;
-- fused alignment (weight "fused", off by default): the CLS of the masked-modelling pass (all
-  modalities, partly masked) is contrasted with each single-modality CLS of the same item. The
-  other terms shape the fused CLS, the vector stage 2 reads, only indirectly; this one trains it
-  to be the consensus of the modalities, robust to masked content.
+- fused alignment: the CLS of the masked-modelling pass (all modalities, partly masked) is
+  contrasted with each single-modality CLS of the same item (symmetric InfoNCE, averaged over
+  the modalities). The other terms shape the fused CLS, the vector stage 2 reads, only
+  indirectly; this one trains it to be the consensus of the modalities, robust to masked
+  content. On ml100k it raised the item-kNN test Recall@20 of the features from 0.035 to 0.043
+  and stage 2's from 0.141 to 0.146 (benchmarks/README.md); weight 0 switches it off.
 
 Regression target: the RAW input, layer-normalised per token (zero mean, unit variance over its D
 features; no learned parameters), as MAE does with normalised pixels. A target built from the
@@ -45,7 +47,7 @@ from alignrec_jax.models.fusion import (
 Inputs = Mapping[str, ModalityInput]
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-  "sequence": 1.0, "categorical": 1.0, "vector": 1.0, "contrastive": 1.0, "fused": 0.0}
+  "sequence": 1.0, "categorical": 1.0, "vector": 1.0, "contrastive": 1.0, "fused": 1.0}
 _TARGET_EPS = 1e-6
 
 

@@ -82,7 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.stage1.output_dim = 768  # the item feature size stage 2 reads (BEiT-3 base: 768)
   config.stage1.mask_fraction = 0.4
   config.stage1.weights = ml_collections.ConfigDict(dict(
-      sequence=1.0, categorical=1.0, vector=1.0, contrastive=1.0, fused=0.0))
+      sequence=1.0, categorical=1.0, vector=1.0, contrastive=1.0, fused=1.0))
   config.stage1.temperature = 0.07
   config.stage1.lr = 1e-3
   config.stage1.weight_decay = 0.05

@@ -261,8 +261,9 @@ def test_fused_term_contrasts_the_masked_fused_view_with_each_modality(setup):
     want += stage1.symmetric_info_nce(fused, jnp.asarray(alone), temperature=0.07,
                                       mask=jnp.asarray(has, jnp.float32))
   np.testing.assert_allclose(terms["fused"], want / len(SPECS), rtol=1e-5)
-  _, plain = stage1.pretrain_loss(params, module, inputs, key, mask_fraction=0.4)
-  assert "fused" not in plain  # off by default
+  _, plain = stage1.pretrain_loss(params, module, inputs, key, weights={"fused": 0.0},
+                                  mask_fraction=0.4)
+  assert "fused" not in plain  # weight 0 switches it off
   np.testing.assert_allclose(loss, plain["loss"] + 0.5 * terms["fused"], rtol=1e-5)
 
 
@@ -286,7 +287,7 @@ def test_loss_finite_and_gradients_reach_every_parameter(setup):
   grads, terms = jax.jit(jax.grad(
       lambda p, x: stage1.pretrain_loss(p, module, x, jax.random.PRNGKey(1)), has_aux=True))(
           params, inputs)
-  assert set(terms) == {"mlm/text", "mlm/tags", "mlm/image", "contrastive", "loss"}
+  assert set(terms) == {"mlm/text", "mlm/tags", "mlm/image", "contrastive", "fused", "loss"}
   assert all(np.isfinite(float(v)) for v in terms.values())
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
   dead = [jax.tree_util.keystr(path) for path, g in flat if not np.any(np.asarray(g) != 0)]

@@ -58,7 +58,7 @@ def test_an_epoch_is_one_step_per_batch_and_deterministic(tmp_path):
   (a, terms_a), (b, terms_b) = results
   assert int(a.step) == steps
   assert all(np.isfinite(float(v)) for v in terms_a.values())
-  assert set(terms_a) == {"loss", "mlm/image", "mlm/text", "contrastive"}
+  assert set(terms_a) == {"loss", "mlm/image", "mlm/text", "contrastive", "fused"}
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
   assert {k: float(v) for k, v in terms_a.items()} == {k: float(v) for k, v in terms_b.items()}
 
