@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue-3 result tables on one GPU: launch.sweep (stage 2 over feature inputs x {lr 1e-3, 5e-4}
-# x {cl_weight 0.01, 0.1} x seeds 999/1000/1001, selected on validation) on lfm2k, then ml100k,
+# x {cl_weight 0.01, 0.1} x seeds 999/1000/1001, selected on validation) on ml100k, then lfm2k,
 # several runs at once. The GPU machine has no network and no ../shared, so prepare here:
 #
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
@@ -9,11 +9,14 @@
 #   cp ../shared/data/lfm2k/{lfm2k.inter,text_feat.npy,audio_feat.npy} .data/lfm2k/
 #   cp data/ml100k/{ml100k.inter,text_feat.npy,genre_feat.npy,meta.json} .data/ml100k/
 #   cp RUN/stage1/stage1_feat.npy .data/lfm2k_stage1_feat.npy     # from launch.pipeline runs
-#   cp RUN/stage1/stage1_feat.npy .data/ml100k_stage1_feat.npy
+#   cp RUN/stage1/stage1_feat.npy .data/ml100k_stage1_feat.npy    # with the current defaults
 #
 # and run it there with `.whl` and `.data` carried. Each sweep stops starting runs after its
-# time budget (LFM2K_BUDGET, ML100K_BUDGET seconds) and lets the running ones finish; sweep.json
-# and a tarball of every run's summary and metrics land in $OUT.
+# time budget (ML100K_BUDGET, LFM2K_BUDGET seconds) and lets the running ones finish; sweep.json
+# and a tarball of every run's summary and metrics land in $OUT. A second call with the same
+# budgets on the same warm machine resumes (finished runs are kept under /tmp/sweep_*).
+# INPUTS_ML100K / INPUTS_LFM2K choose the inputs: by default what the tables still miss
+# (2026-11-27: ml100k all four; lfm2k only the stage-1 features of the fused objective).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -27,7 +30,7 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 # Several processes share the GPU: no process may take most of its memory up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache  # seeds of one setting compile once
-PARALLEL=${PARALLEL:-8}
+PARALLEL=${PARALLEL:-12}
 nvidia-smi --query-gpu=name,memory.total --format=csv || true
 sweep() {  # dataset, config, budget, then flags
   local name=$1 config=$2 budget=$3; shift 3
@@ -39,7 +42,7 @@ sweep() {  # dataset, config, budget, then flags
   cp "$work/sweep.json" "$OUT/$name/" 2>/dev/null
   (cd "$work" && find runs -name summary.json -o -name metrics.jsonl | tar czf "$OUT/$name/runs.tgz" -T -)
 }
-sweep lfm2k configs/lfm2k.py "${LFM2K_BUDGET:-200}" --config.data.path=.data/lfm2k \
-  --inputs=stage1,raw,text,audio
-sweep ml100k configs/ml100k.py "${ML100K_BUDGET:-90}" --config.data.path=.data/ml100k \
-  --config.train.max_epochs=1000 --inputs=stage1,raw,text,genre
+sweep ml100k configs/ml100k.py "${ML100K_BUDGET:-300}" --config.data.path=.data/ml100k \
+  --config.train.max_epochs=1000 --inputs="${INPUTS_ML100K:-stage1,raw,text,genre}"
+sweep lfm2k configs/lfm2k.py "${LFM2K_BUDGET:-60}" --config.data.path=.data/lfm2k \
+  --inputs="${INPUTS_LFM2K:-stage1}"
