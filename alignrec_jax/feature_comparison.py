@@ -52,7 +52,8 @@ def _stage2(config: ml_collections.ConfigDict, features: Sequence[str], workdir:
     with open(summary_path) as f:
       return json.load(f)
   run = config.copy_and_resolve_references()
-  run.data.features = tuple(features)
+  # Absolute: the loader reads a relative feature path inside the dataset folder.
+  run.data.features = tuple(os.path.abspath(f) for f in features)
   os.makedirs(workdir, exist_ok=True)
   summary = train.train_and_evaluate(run, workdir)
   reporting.finish_run(workdir, summary)

@@ -12,7 +12,9 @@ from alignrec_jax import content, experiment, feature_comparison, pretraining, t
 
 def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch):
   config = tiny_config(**{"train.max_epochs": 1})
-  workdir = str(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  workdir = "run"  # relative, as users type it: feature paths must not resolve in the data folder
+  root = tmp_path / workdir
   folder = experiment.dataset_folder(config.data, workdir)
   num_items = experiment.load_dataset(config.data, workdir).num_items
   features = pretraining.run_pretraining(config.stage1, folder, workdir, num_items=num_items,
@@ -22,18 +24,18 @@ def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch
   assert set(results["stage2_test"]) == {"raw", "stage1", "raw_missing_image",
                                          "stage1_missing_image"}
   assert set(results["short_history_test"]) == set(results["stage2_test"])
-  assert json.loads((tmp_path / feature_comparison.RESULT_FILE).read_text()) == results
+  assert json.loads((root / feature_comparison.RESULT_FILE).read_text()) == results
 
   # The degraded raw image file has exactly the missing items zeroed.
   missing = content.missing_items(num_items, 0.5, config.seed)
   image = np.load(os.path.join(folder, "image_feat.npy"))
-  degraded = np.load(tmp_path / "feature_quality" / "missing_image_image_feat.npy")
+  degraded = np.load(root / "feature_quality" / "missing_image_image_feat.npy")
   np.testing.assert_array_equal(degraded[missing], 0.0)
   kept = np.setdiff1d(np.arange(num_items), missing)
   np.testing.assert_array_equal(degraded[kept], image[kept])
   # Stage 1 with the image absent for those items changes exactly those items' features.
   intact = np.load(features)
-  encoded = np.load(tmp_path / "feature_quality" / f"missing_image_{pretraining.FEATURE_FILE}")
+  encoded = np.load(root / "feature_quality" / f"missing_image_{pretraining.FEATURE_FILE}")
   assert not np.allclose(encoded[missing], intact[missing])
   np.testing.assert_allclose(encoded[kept], intact[kept], rtol=1e-5, atol=1e-6)
 
