@@ -79,7 +79,7 @@ def test_similarity_preservation_gram_form_equals_the_dense_definition():
   np.testing.assert_allclose(dense, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dim", [7, 256, 301])
+@pytest.mark.parametrize("dim", [7, 128, 256, 301, 768])
 def test_squared_gram_norm_by_blocks(dim):
   y = RNG.normal(size=(40, dim))
   want = np.sum(np.square(y.T @ y))  # float64
@@ -87,7 +87,7 @@ def test_squared_gram_norm_by_blocks(dim):
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-# 301-d features take the block-triangle Gram path (odd width: unequal halves), 96-d the plain one.
+# 301-d features take three Gram blocks (the last one narrower), 96-d a single one.
 @pytest.mark.parametrize("feature_dim", [96, 301])
 def test_similarity_preservation_at_batch_scale_and_target_detached(feature_dim):
   e = jnp.asarray(RNG.normal(size=(512, 64)) * 0.05, jnp.float32)
@@ -132,8 +132,9 @@ def test_padding_does_not_change_gradients(name):
 
 @pytest.mark.parametrize("temperature", [0.2, 0.01])  # 0.01: the row-maximum shift path
 def test_info_nce_hand_written_gradient_matches_autodiff(temperature):
-  a = jnp.asarray(RNG.normal(size=(10, D)), jnp.float32)
-  b = jnp.asarray(RNG.normal(size=(10, D)), jnp.float32)
+  rng = np.random.default_rng(7)  # its own stream: the inputs do not depend on the tests before
+  a = jnp.asarray(rng.normal(size=(10, D)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(10, D)), jnp.float32)
   mask = jnp.asarray([1.0] * 8 + [0.0] * 2)
 
   def fast(a, b):
@@ -147,4 +148,6 @@ def test_info_nce_hand_written_gradient_matches_autodiff(temperature):
   v2, g2 = jax.value_and_grad(slow, argnums=(0, 1))(a, b)
   np.testing.assert_allclose(v1, v2, rtol=1e-5)
   for x, y in zip(g1, g2, strict=True):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    # Each entry is a float32 sum of terms as large as the largest entry (about 25 at tau 0.01),
+    # so its rounding error scales with that, not with the entry itself.
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6 * float(np.max(np.abs(y))))
