@@ -16,7 +16,8 @@
 # and a tarball of every run's summary and metrics land in $OUT. A second call with the same
 # budgets on the same warm machine resumes (finished runs are kept under /tmp/sweep_*).
 # INPUTS_ML100K / INPUTS_LFM2K choose the inputs: by default what the tables still miss
-# (2026-11-27: ml100k all four; lfm2k only the stage-1 features of the fused objective).
+# (2026-11-27, session 4: ml100k raw, text and genre; its stage-1 features ran on the CPU;
+# lfm2k only the stage-1 features of the fused objective).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -43,6 +44,6 @@ sweep() {  # dataset, config, budget, then flags
   (cd "$work" && find runs -name summary.json -o -name metrics.jsonl | tar czf "$OUT/$name/runs.tgz" -T -)
 }
 sweep ml100k configs/ml100k.py "${ML100K_BUDGET:-300}" --config.data.path=.data/ml100k \
-  --config.train.max_epochs=1000 --inputs="${INPUTS_ML100K:-stage1,raw,text,genre}"
+  --config.train.max_epochs=1000 --inputs="${INPUTS_ML100K:-raw,text,genre}"
 sweep lfm2k configs/lfm2k.py "${LFM2K_BUDGET:-60}" --config.data.path=.data/lfm2k \
   --inputs="${INPUTS_LFM2K:-stage1}"
