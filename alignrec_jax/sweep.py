@@ -10,6 +10,7 @@ killed and restarted (finished runs are read back, unfinished ones resume), and 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import itertools
 import json
 import os
@@ -118,3 +119,33 @@ def format_table(rows: Mapping[str, Mapping[str, Any]], *,
     lines.append(f"{name:<12}{cells}{valid[0]:>14.4f}±{valid[1]:.4f}  "
                  f"{len(row['seeds'])}: {'; '.join(row['settings'])}")
   return "\n".join(lines)
+
+
+# The per-run fields kept in benchmarks/results/sweep_runs_*.jsonl: one JSON line per run.
+RECORD_SPLITS = ("valid", "test", "valid_short", "test_short")
+RECORD_METRICS = ("recall@20", "ndcg@20")
+
+
+def run_records(root: str, dataset: str) -> list[dict[str, Any]]:
+  """One flat record per finished run under `root` (RUNS/input/setting/seed_N/summary.json).
+
+  Sorted by (input, setting, seed); a split missing from a summary (e.g. the short-history
+  metrics switched off) is left out of its record rather than filled in.
+  """
+  records = []
+  for path in sorted(glob.glob(os.path.join(root, "*", "*", "seed_*", "summary.json"))):
+    seed_dir = os.path.dirname(path)
+    setting_dir = os.path.dirname(seed_dir)
+    input_dir = os.path.dirname(setting_dir)
+    with open(path) as f:
+      summary = json.load(f)
+    record = {"dataset": dataset, "input": os.path.basename(input_dir),
+              "setting": os.path.basename(setting_dir),
+              "seed": int(os.path.basename(seed_dir).removeprefix("seed_")),
+              "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"]}
+    for split in RECORD_SPLITS:
+      for metric in RECORD_METRICS:
+        if split in summary:
+          record[f"{split}/{metric}"] = summary[split][metric]
+    records.append(record)
+  return sorted(records, key=lambda r: (r["input"], r["setting"], r["seed"]))

@@ -59,6 +59,29 @@ def test_selection_on_validation_then_mean_and_std_over_seeds():
   assert "raw" in sweep.format_table(rows)
 
 
+def test_run_records_flatten_every_finished_run(tmp_path):
+  def write(input_name, setting, seed, summary):
+    folder = tmp_path / input_name / setting / f"seed_{seed}"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+  full = {"best_epoch": 12, "epochs_run": 43, **_summary(0.4, 0.3),
+          "valid_short": {"recall@20": 0.2, "ndcg@20": 0.1},
+          "test_short": {"recall@20": 0.25, "ndcg@20": 0.125}}
+  write("raw", "optim.lr=1e-3", 1000, full)
+  write("raw", "optim.lr=1e-3", 999, {"best_epoch": 0, "epochs_run": 31, **_summary(0.1, 0.2)})
+  (tmp_path / "raw" / "optim.lr=5e-4" / "seed_999").mkdir(parents=True)  # unfinished: no summary
+  records = sweep.run_records(str(tmp_path), "ml100k")
+  assert [r["seed"] for r in records] == [999, 1000]  # sorted numerically, unfinished left out
+  assert records[1] == {"dataset": "ml100k", "input": "raw", "setting": "optim.lr=1e-3",
+                        "seed": 1000, "best_epoch": 12, "epochs_run": 43,
+                        "valid/recall@20": 0.4, "valid/ndcg@20": 0.2, "test/recall@20": 0.3,
+                        "test/ndcg@20": 0.15, "valid_short/recall@20": 0.2,
+                        "valid_short/ndcg@20": 0.1, "test_short/recall@20": 0.25,
+                        "test_short/ndcg@20": 0.125}
+  assert "valid_short/recall@20" not in records[0]  # a missing split is not filled in
+
+
 def test_sweep_launcher_end_to_end(tmp_path):
   cmd = [sys.executable, "-m", "launch.sweep", "--config=configs/default.py",
          f"--workdir={tmp_path}", "--inputs=image,raw", "--grid=optim.lr=1e-3", "--seeds=3",
@@ -73,5 +96,7 @@ def test_sweep_launcher_end_to_end(tmp_path):
   assert result["inputs"]["image"][0].endswith("image_feat.npy")
   assert len(result["inputs"]["raw"]) == 2
   assert "image" in first.stdout and "raw" in first.stdout
+  records = sweep.run_records(str(tmp_path / "runs"), "synthetic")
+  assert [(r["input"], r["seed"]) for r in records] == [("image", 3), ("raw", 3)]
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   assert "2 finished already, 0 to go" in again.stderr

@@ -1,0 +1,50 @@
+r"""Files a finished `launch.sweep` under benchmarks/results: its table and every run.
+
+  python -m benchmarks.collect_sweep --sweep=runs/ml100k_sweep_cpu --dataset=ml100k \
+      --table=benchmarks/results/sweep_ml100k_raw_cpu.json \
+      --runs=benchmarks/results/sweep_runs_cpu.jsonl
+
+Copies SWEEP/sweep.json to --table and appends one JSON line per finished run (input,
+setting, seed, best epoch, validation / test / short-history Recall@20 and NDCG@20) to --runs,
+skipping runs already there (same dataset, input, setting and seed), so it can be rerun as a
+sweep fills in.
+"""
+
+import json
+import os
+import shutil
+
+from absl import app, flags
+
+from alignrec_jax import sweep
+
+_SWEEP = flags.DEFINE_string("sweep", None, "The sweep's workdir.", required=True)
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset name in the records.", required=True)
+_TABLE = flags.DEFINE_string("table", None, "Copy SWEEP/sweep.json here.")
+_RUNS = flags.DEFINE_string("runs", None, "Append new run records to this JSON-lines file.",
+                            required=True)
+
+
+def _key(record):
+  return record["dataset"], record["input"], record["setting"], record["seed"]
+
+
+def main(argv):
+  del argv
+  known = set()
+  if os.path.exists(_RUNS.value):
+    with open(_RUNS.value) as f:
+      known = {_key(json.loads(line)) for line in f if line.strip()}
+  records = sweep.run_records(os.path.join(_SWEEP.value, "runs"), _DATASET.value)
+  new = [r for r in records if _key(r) not in known]
+  with open(_RUNS.value, "a") as f:
+    for record in new:
+      f.write(json.dumps(record) + "\n")
+  print(f"{len(records)} finished runs, {len(new)} new, appended to {_RUNS.value}")
+  if _TABLE.value:
+    shutil.copyfile(os.path.join(_SWEEP.value, "sweep.json"), _TABLE.value)
+    print(f"table copied to {_TABLE.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
