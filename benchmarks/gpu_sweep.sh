@@ -15,6 +15,9 @@
 # time budget (ML100K_BUDGET, LFM2K_BUDGET seconds) and lets the running ones finish; sweep.json
 # and a tarball of every run's summary and metrics land in $OUT. A second call with the same
 # budgets on the same warm machine resumes (finished runs are kept under /tmp/sweep_*).
+# Back here, unpack each runs.tgz beside its sweep.json into a folder DIR and file them with
+# `python -m benchmarks.collect_sweep --sweep=DIR --dataset=NAME --runs=benchmarks/results/
+# sweep_runs_gpu.jsonl --table=benchmarks/results/sweep_NAME_gpu.json`.
 # INPUTS_ML100K / INPUTS_LFM2K choose the inputs: by default what the tables still miss
 # (2026-11-27, session 4: ml100k raw, text and genre; its stage-1 features ran on the CPU;
 # lfm2k only the stage-1 features of the fused objective).
