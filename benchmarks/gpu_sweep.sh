@@ -18,9 +18,9 @@
 # Back here, unpack each runs.tgz beside its sweep.json into a folder DIR and file them with
 # `python -m benchmarks.collect_sweep --sweep=DIR --dataset=NAME --runs=benchmarks/results/
 # sweep_runs_gpu.jsonl --table=benchmarks/results/sweep_NAME_gpu.json`.
-# INPUTS_ML100K / INPUTS_LFM2K choose the inputs: by default what the tables still miss
-# (2026-11-27, session 4: ml100k raw, text and genre; its stage-1 features ran on the CPU;
-# lfm2k only the stage-1 features of the fused objective).
+# INPUTS_ML100K / INPUTS_LFM2K choose the inputs (empty: skip that dataset); by default what
+# the tables still miss (2026-11-27, session 5: ml100k text and genre alone; ml100k raw and
+# stage1 and lfm2k's current stage-1 features ran on the CPU, lfm2k's raw inputs on a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -46,7 +46,13 @@ sweep() {  # dataset, config, budget, then flags
   cp "$work/sweep.json" "$OUT/$name/" 2>/dev/null
   (cd "$work" && find runs -name summary.json -o -name metrics.jsonl | tar czf "$OUT/$name/runs.tgz" -T -)
 }
-sweep ml100k configs/ml100k.py "${ML100K_BUDGET:-300}" --config.data.path=.data/ml100k \
-  --config.train.max_epochs=1000 --inputs="${INPUTS_ML100K:-raw,text,genre}"
-sweep lfm2k configs/lfm2k.py "${LFM2K_BUDGET:-60}" --config.data.path=.data/lfm2k \
-  --inputs="${INPUTS_LFM2K:-stage1}"
+INPUTS_ML100K=${INPUTS_ML100K-text,genre}
+INPUTS_LFM2K=${INPUTS_LFM2K-}
+if [ -n "$INPUTS_ML100K" ]; then
+  sweep ml100k configs/ml100k.py "${ML100K_BUDGET:-300}" --config.data.path=.data/ml100k \
+    --config.train.max_epochs=1000 --inputs="$INPUTS_ML100K"
+fi
+if [ -n "$INPUTS_LFM2K" ]; then
+  sweep lfm2k configs/lfm2k.py "${LFM2K_BUDGET:-60}" --config.data.path=.data/lfm2k \
+    --inputs="$INPUTS_LFM2K"
+fi
