@@ -133,7 +133,7 @@ def run_records(root: str, dataset: str) -> list[dict[str, Any]]:
   metrics switched off) is left out of its record rather than filled in.
   """
   records = []
-  for path in sorted(glob.glob(os.path.join(root, "*", "*", "seed_*", "summary.json"))):
+  for path in glob.glob(os.path.join(root, "*", "*", "seed_*", "summary.json")):
     seed_dir = os.path.dirname(path)
     setting_dir = os.path.dirname(seed_dir)
     input_dir = os.path.dirname(setting_dir)
