@@ -4,7 +4,7 @@ r"""Interleaved A/B of step variants that were tried and not adopted, to re-chec
 
 At Amazon-Baby scale (batch 2048, the real Baby graph), each variant against what the library
 does, taking turns `rounds` times, each timing `iterations` calls inside one jitted loop
-(`bench_step_parts.in_loop_seconds`):
+(`timing.in_loop_seconds`):
 
   info_nce   the two InfoNCE terms as the library computes them (B x B exponentials saved for
              the backward) against a blocked form that computes the gradient in the forward
@@ -85,8 +85,10 @@ _blocked_info_nce.defvjp(_blocked_fwd, _blocked_bwd)
 
 
 def info_nce_variants() -> tuple[dict[str, Part], str]:
-  """{name: Part} of the two InfoNCE terms, forward and backward; and the largest gradient
-  difference of any variant from the library's."""
+  """({name: Part} of the two InfoNCE terms, forward and backward, max gradient difference).
+
+  The difference is the largest of any variant's gradients from the library's, as text.
+  """
 
   def library(a, b, c, d, mask):
     return (losses.info_nce(anchors=a, positives=b, temperature=_TEMPERATURE, mask=mask)

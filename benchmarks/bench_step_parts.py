@@ -28,7 +28,6 @@ is pessimistic where working sets fit in the 32 MiB L3 (the B x B logits do).
 
 import math
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +38,7 @@ from ml_collections import config_flags
 from alignrec_jax import losses, models, train
 from alignrec_jax.experiment import build as build_experiment
 from alignrec_jax.propagation import lightgcn, matmul
-from benchmarks import machine
-from benchmarks.timing import Part, in_loop_seconds, median_seconds
+from benchmarks import machine, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 10, "Calls of a part inside one timed program.")
@@ -48,13 +46,6 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed programs after the warm-up,
 _EPOCHS = flags.DEFINE_integer("timed_epochs", 3, "Epochs timed for the whole step.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synthetic data).")
-
-
-def _cost(fn, *args) -> tuple[float, float]:
-  """XLA's (FLOPs, bytes accessed) for one call of `fn` alone."""
-  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  return float(cost.get("flops", math.nan)), float(cost.get("bytes accessed", math.nan))
 
 
 def machine_roofline(repeats: int) -> dict[str, float]:
@@ -68,16 +59,17 @@ def machine_roofline(repeats: int) -> dict[str, float]:
   n = 2048
   a = jax.random.normal(jax.random.key(0), (n, n))
   b = jax.random.normal(jax.random.key(1), (n, n))
-  matmul_seconds = median_seconds(jax.jit(jnp.matmul), a, b, repeats=repeats)
+  matmul_seconds = timing.median_seconds(jax.jit(jnp.matmul), a, b, repeats=repeats)
   size = 16 * 2**20  # float32 elements: 64 MiB
   x = jax.random.normal(jax.random.key(2), (size,))
   y = jax.random.normal(jax.random.key(3), (size,))
-  stream_seconds = median_seconds(jax.jit(lambda x, y: jnp.sum(x * y)), x, y, repeats=repeats)
+  dot = jax.jit(lambda x, y: jnp.sum(x * y))
+  stream_seconds = timing.median_seconds(dot, x, y, repeats=repeats)
   return {"matmul_gflops": 2 * n**3 / matmul_seconds / 1e9,
           "stream_gbytes_per_s": 2 * 4 * size / stream_seconds / 1e9}
 
 
-def step_parts(exp, config) -> dict[str, Part]:
+def step_parts(exp, config) -> dict[str, timing.Part]:
   """Each part of the step as a pure function and its arguments.
 
   Every array is an argument, never a closure constant: XLA would constant-fold what does not
@@ -118,6 +110,7 @@ def step_parts(exp, config) -> dict[str, Part]:
     return optax.apply_updates(table, updates), adam_state, grad
 
   grad = jax.value_and_grad
+  Part = timing.Part  # noqa: N806
   return {
       "info_nce": Part(grad(info_nce_pair, (0, 1, 2, 3)), (*rows, mask)),
       "similarity": Part(grad(similarity), (rows[0], features[:batch_size], mask)),
@@ -130,21 +123,6 @@ def step_parts(exp, config) -> dict[str, Part]:
                           (jax.random.normal(keys[6], (graphs.user_item.shape[0], dim)) * 0.1,
                            graphs)),
   }
-
-
-def _epoch_seconds(module, objective, config, exp, state, *, repeats: int) -> float:
-  """Median seconds of the scanned, state-donating training epoch, after a warm-up one."""
-  epoch = train.make_train_epoch(module, objective, batch_size=config.train.batch_size,
-                                 num_train=len(exp.dataset.train),
-                                 loss_weights=config.loss.to_dict())
-  state, _ = jax.block_until_ready(epoch(state, exp.train_data, jax.random.key(1)))
-  times = []
-  for epoch_index in range(repeats):
-    start = time.perf_counter()
-    state, _ = jax.block_until_ready(epoch(state, exp.train_data,
-                                           jax.random.key(epoch_index + 2)))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def main(argv):
@@ -164,16 +142,16 @@ def main(argv):
   steps = math.ceil(len(dataset.train) / config.train.batch_size)
   state = train.create_train_state(module, params,
                                    train.make_optimizer(config.optim, steps_per_epoch=steps))
-  measured = {name: (_cost(part.fn, *part.args),
-                     in_loop_seconds(part, iterations=_ITERATIONS.value, repeats=repeats))
+  measured = {name: (timing.xla_cost(part.fn, *part.args),
+                     timing.in_loop_seconds(part, iterations=_ITERATIONS.value, repeats=repeats))
               for name, part in step_parts(exp, config).items()}
-  step = train.make_train_step(module, objective, batch_size=config.train.batch_size,
-                               loss_weights=config.loss.to_dict())
-  batch_rows = jnp.arange(config.train.batch_size)
-  step_cost = _cost(step, state, exp.train_data, batch_rows, jnp.ones(config.train.batch_size),
-                    jax.random.key(3))
-  epoch_seconds = _epoch_seconds(module, objective, config, exp, state, repeats=_EPOCHS.value)
-  measured["step"] = (step_cost, epoch_seconds / steps)
+  cost = timing.step_cost(module, objective, config, exp, state)
+  epoch = train.make_train_epoch(module, objective, batch_size=config.train.batch_size,
+                                 num_train=len(dataset.train), loss_weights=config.loss.to_dict())
+  state, _ = jax.block_until_ready(epoch(state, exp.train_data, jax.random.key(1)))  # compiles
+  _, epoch_times = timing.timed_epochs(epoch, state, exp.train_data, epochs=_EPOCHS.value)
+  epoch_seconds = statistics.median(epoch_times)
+  measured["step"] = (cost, epoch_seconds / steps)
 
   parts = {}
   for name, ((flops, bytes_accessed), seconds) in measured.items():

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from alignrec_jax import models, train
 from alignrec_jax.evaluate import evaluate
 from alignrec_jax.experiment import build as build_experiment
-from benchmarks import machine
+from benchmarks import machine, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
 _EPOCHS = flags.DEFINE_integer("timed_epochs", 3, "Epochs timed after the warm-up epoch.")
@@ -34,18 +34,6 @@ def _timed(fn, *args):
   start = time.perf_counter()
   out = jax.block_until_ready(fn(*args))
   return out, time.perf_counter() - start
-
-
-def _step_cost(module, objective, config, exp, state):
-  """XLA's FLOPs and bytes for one training step (the epoch is steps_per_epoch of these)."""
-  step = jax.jit(train.make_train_step(module, objective, batch_size=config.train.batch_size,
-                                       loss_weights=config.loss.to_dict()))
-  rows = jax.numpy.arange(config.train.batch_size)
-  mask = jax.numpy.ones(config.train.batch_size)
-  compiled = step.lower(state, exp.train_data, rows, mask, jax.random.key(0)).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  return float(cost.get("flops", math.nan)), float(cost.get("bytes accessed", math.nan))
 
 
 def main(argv):
@@ -81,10 +69,8 @@ def main(argv):
   result["peak_rss_gib_after_compile"] = machine.peak_rss_gib()
 
   (state, _), result["warmup_epoch_seconds"] = _timed(compiled, state, exp.train_data, key)
-  epoch_times = []
-  for epoch in range(_EPOCHS.value):
-    (state, _), seconds = _timed(compiled, state, exp.train_data, jax.random.key(epoch + 2))
-    epoch_times.append(seconds)
+  state, epoch_times = timing.timed_epochs(compiled, state, exp.train_data,
+                                           epochs=_EPOCHS.value)
   result["epoch_seconds_median"] = statistics.median(epoch_times)
   result["epoch_seconds_all"] = epoch_times
   result["peak_rss_gib_after_training"] = machine.peak_rss_gib()
@@ -99,7 +85,7 @@ def main(argv):
   eval_times = [_timed(full_eval, state.params)[1] for _ in range(_EVALS.value)]
   result["eval_seconds_median"] = statistics.median(eval_times)
 
-  flops, bytes_accessed = _step_cost(module, objective, config, exp, state)
+  flops, bytes_accessed = timing.step_cost(module, objective, config, exp, state)
   step_seconds = result["epoch_seconds_median"] / steps
   result.update(step_gflop=flops / 1e9, step_gbytes=bytes_accessed / 1e9,
                 step_seconds=step_seconds, achieved_gflops=flops / 1e9 / step_seconds)

@@ -18,9 +18,10 @@
 # Back here, unpack each runs.tgz beside its sweep.json into a folder DIR and file them with
 # `python -m benchmarks.collect_sweep --sweep=DIR --dataset=NAME --runs=benchmarks/results/
 # sweep_runs_gpu.jsonl --table=benchmarks/results/sweep_NAME_gpu.json`.
-# INPUTS_ML100K / INPUTS_LFM2K choose the inputs (empty: skip that dataset); by default what
-# the tables still miss (2026-11-27, session 5: ml100k text and genre alone; ml100k raw and
-# stage1 and lfm2k's current stage-1 features ran on the CPU, lfm2k's raw inputs on a GPU).
+# INPUTS_ML100K / INPUTS_LFM2K choose the inputs (empty: skip that dataset). Every table is
+# complete (session 6): ml100k's inputs and lfm2k's stage-1 features and audio ran on the CPU,
+# lfm2k's raw text and concatenation on a GPU. The default, ml100k text and genre alone, repeats
+# the last CPU tables on a GPU as a cross-check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

@@ -1,5 +1,7 @@
-"""Timing helpers shared by the benchmarks: medians after a warm-up, parts timed in a loop."""
+"""Timing helpers shared by the benchmarks: medians after a warm-up, parts timed in a loop,
+stage-2 epochs, and XLA's cost analysis."""
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -7,6 +9,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from alignrec_jax import train
 
 
 def median_seconds(fn, *args, repeats: int) -> float:
@@ -54,3 +58,32 @@ def in_loop_seconds(part: Part, *, iterations: int, repeats: int) -> float:
 
   loop = jax.jit(lambda args: jax.lax.fori_loop(0, iterations, body, args))
   return median_seconds(loop, part.args, repeats=repeats) / iterations
+
+
+def xla_cost(fn, *args) -> tuple[float, float]:
+  """XLA's (FLOPs, bytes accessed) for one call of `fn` on `args`, compiled alone."""
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost.get("flops", math.nan)), float(cost.get("bytes accessed", math.nan))
+
+
+def step_cost(module, objective, config, exp, state) -> tuple[float, float]:
+  """XLA's (FLOPs, bytes) for one stage-2 training step (an epoch is steps_per_epoch of these)."""
+  step = train.make_train_step(module, objective, batch_size=config.train.batch_size,
+                               loss_weights=config.loss.to_dict())
+  rows = jnp.arange(config.train.batch_size)
+  mask = jnp.ones(config.train.batch_size)
+  return xla_cost(step, state, exp.train_data, rows, mask, jax.random.key(0))
+
+
+def timed_epochs(epoch_fn, state, data, *, epochs: int) -> tuple[object, list[float]]:
+  """Runs `epochs` state-donating epochs (keys 2, 3, ...) and returns (state, their seconds).
+
+  The caller has warmed up (compiled and run) `epoch_fn` once with key 1.
+  """
+  times = []
+  for epoch in range(epochs):
+    start = time.perf_counter()
+    state, _ = jax.block_until_ready(epoch_fn(state, data, jax.random.key(epoch + 2)))
+    times.append(time.perf_counter() - start)
+  return state, times
