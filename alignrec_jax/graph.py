@@ -5,14 +5,14 @@ Two graphs feed AlignRec's stage 2:
     A_hat = D^-1/2 A D^-1/2 (LightGCN's), as a `jraph.GraphsTuple` whose edges hold the weights;
   * the item-item kNN graph S over the item content features, built in row blocks so that no
     dense [num_items, num_items] matrix ever exists.
+`user_rows` cuts R_hat, the item -> user edges, out of the first.
 
-Both end up as CSR matrices (`Csr`) for the propagation kernels; `Csr.transpose()` gives the
-matrix the backward pass multiplies by.
+Both are `jraph.GraphsTuple`s whose `edges` hold the weights, sorted by receiver; they go to the
+device as `propagation.SparseOperator`s, which derive whatever their kernel needs from them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -21,45 +21,26 @@ import jraph
 import numpy as np
 
 from alignrec_jax.data.dataset import Interactions
+from alignrec_jax.normalize import l2_normalize_rows
 
 
-@dataclasses.dataclass(frozen=True)
-class Csr:
-  """A float32 CSR matrix on the host: row r holds indices[indptr[r]:indptr[r+1]]."""
+def _graph(senders: np.ndarray, receivers: np.ndarray, weights: np.ndarray, *,
+           num_nodes: int) -> jraph.GraphsTuple:
+  """A single-graph GraphsTuple, edges sorted by (receiver, sender), `edges` the float32 weights.
 
-  indptr: np.ndarray  # [num_rows + 1] int32
-  indices: np.ndarray  # [nnz] int32, column ids, ascending within a row
-  data: np.ndarray  # [nnz] float32
-  shape: tuple[int, int]
-
-  @property
-  def nnz(self) -> int:
-    return int(self.indices.shape[0])
-
-  def row_ids(self) -> np.ndarray:
-    """[nnz] int32 row id of every stored entry."""
-    return np.repeat(np.arange(self.shape[0], dtype=np.int32), np.diff(self.indptr))
-
-  def transpose(self) -> Csr:
-    return csr_from_coo(self.indices, self.row_ids(), self.data, (self.shape[1], self.shape[0]))
-
-  def todense(self) -> np.ndarray:
-    """Dense copy, for tests on tiny graphs only."""
-    out = np.zeros(self.shape, np.float32)
-    np.add.at(out, (self.row_ids(), self.indices), self.data)
-    return out
-
-
-def csr_from_coo(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-                 shape: tuple[int, int]) -> Csr:
-  """CSR from coordinate lists, entries sorted by (row, column). Duplicates are kept as is."""
-  rows = np.asarray(rows, np.int64)
-  cols = np.asarray(cols, np.int64)
-  order = np.lexsort((cols, rows))
-  counts = np.bincount(rows, minlength=shape[0])
-  indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-  return Csr(indptr=indptr, indices=cols[order].astype(np.int32),
-             data=np.asarray(vals, np.float32)[order], shape=(int(shape[0]), int(shape[1])))
+  Sorted by receiver so that segment sums over receivers can say `indices_are_sorted=True`, and
+  each receiver's edges are contiguous: the same arrays are the CSR rows of the csr kernel.
+  """
+  order = np.lexsort((senders, receivers))
+  return jraph.GraphsTuple(
+      nodes=None,
+      edges=np.asarray(weights, np.float32)[order],
+      senders=np.asarray(senders)[order].astype(np.int32),
+      receivers=np.asarray(receivers)[order].astype(np.int32),
+      n_node=np.array([num_nodes], np.int32),
+      n_edge=np.array([len(order)], np.int32),
+      globals=None,
+  )
 
 
 def _inverse_sqrt(values: np.ndarray) -> np.ndarray:
@@ -96,32 +77,23 @@ def user_item_graph(train: Interactions, *, num_users: int, num_items: int) -> j
   senders = np.concatenate([users, items])
   receivers = np.concatenate([items, users])
   weights = inv_sqrt[senders] * inv_sqrt[receivers]
-  order = np.lexsort((senders, receivers))
-  num_nodes = num_users + num_items
-  return jraph.GraphsTuple(
-      nodes=None,
-      edges=weights[order].astype(np.float32),
-      senders=senders[order].astype(np.int32),
-      receivers=receivers[order].astype(np.int32),
-      n_node=np.array([num_nodes], np.int32),
-      n_edge=np.array([senders.shape[0]], np.int32),
-      globals=None,
-  )
+  return _graph(senders, receivers, weights, num_nodes=num_users + num_items)
 
 
-def graph_to_csr(graph: jraph.GraphsTuple) -> Csr:
-  """A_hat as CSR with rows = receivers: (A_hat x)[r] = sum over edges into r of w * x[sender]."""
-  num_nodes = int(np.sum(graph.n_node))
-  return csr_from_coo(graph.receivers, graph.senders, graph.edges, (num_nodes, num_nodes))
+def user_rows(graph: jraph.GraphsTuple, *, num_users: int) -> jraph.GraphsTuple:
+  """R_hat, the item -> user edges of the user-item graph, with items renumbered from 0.
 
-
-def user_item_block(adjacency: Csr, *, num_users: int) -> Csr:
-  """R_hat, the [num_users, num_items] user rows of A_hat, with item columns renumbered from 0."""
-  end = adjacency.indptr[num_users]
-  return Csr(indptr=adjacency.indptr[: num_users + 1].copy(),
-             indices=adjacency.indices[:end] - num_users,
-             data=adjacency.data[:end].copy(),
-             shape=(num_users, adjacency.shape[1] - num_users))
+  A bipartite block rather than a graph of its own: its senders index the item table [0, I)
+  and its receivers the user table [0, U), so that propagating item vectors [I, d] over it
+  gives the users' aggregates [U, d] (AlignRec's M_u = R_hat M_i) without touching the item
+  rows of A_hat.
+  """
+  into_users = np.asarray(graph.receivers) < num_users  # a prefix: edges are sorted by receiver
+  return graph._replace(
+      edges=np.asarray(graph.edges)[into_users],
+      senders=np.asarray(graph.senders)[into_users] - np.int32(num_users),
+      receivers=np.asarray(graph.receivers)[into_users],
+      n_edge=np.array([int(into_users.sum())], np.int32))
 
 
 # ----------------------------------------------------------------------------- item kNN graph
@@ -146,7 +118,7 @@ def default_block_size(num_items: int, *, budget_bytes: int = 128 * 2**20) -> in
 
 
 def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
-              block_size: int | None = None) -> Csr:
+              block_size: int | None = None) -> jraph.GraphsTuple:
   """The normalised item-item kNN graph S of AlignRec's content branch, without any I x I matrix.
 
   Cosine similarity between rows of `features`; each row keeps its top k (the item itself first
@@ -165,15 +137,15 @@ def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
     block_size: rows per similarity block (None: `default_block_size`).
 
   Returns:
-    S as a [num_items, num_items] Csr with k entries per row.
+    S as a GraphsTuple over the items: edge (j -> i) with weight S_ij for each of item i's k
+    neighbours j, sorted by (i, j).
   """
   num_items = features.shape[0]
   if not 0 < k <= num_items - (0 if include_self else 1):
     raise ValueError(f"knn k={k} needs 1 <= k <= {num_items - (0 if include_self else 1)} "
                      f"for {num_items} items (include_self={include_self})")
-  feats = np.asarray(features, np.float32)
-  norms = np.linalg.norm(feats, axis=1, keepdims=True)
-  normalized = jnp.asarray(feats / np.maximum(norms, 1e-12))
+  normalized = jnp.asarray(l2_normalize_rows(np.asarray(features, np.float32),
+                                             norm_dtype=np.float32))
   block_size = min(block_size or default_block_size(num_items), num_items)
   values = np.empty((num_items, k), np.float32)
   neighbours = np.empty((num_items, k), np.int32)
@@ -188,4 +160,4 @@ def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
   inv_sqrt = _inverse_sqrt(values.sum(axis=1, dtype=np.float64))
   weights = inv_sqrt[:, None] * values * inv_sqrt[neighbours]
   rows = np.repeat(np.arange(num_items), k)
-  return csr_from_coo(rows, neighbours.ravel(), weights.ravel(), (num_items, num_items))
+  return _graph(neighbours.ravel(), rows, weights.ravel(), num_nodes=num_items)

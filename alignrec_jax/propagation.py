@@ -1,12 +1,18 @@
-"""Sparse message passing: y = A x for a fixed sparse A, and LightGCN's layer mean.
+"""Message passing over a fixed weighted graph: y = A x, and LightGCN's layer mean.
 
-Two kernels compute the same product:
+A graph comes from `graph.py` as a `jraph.GraphsTuple` whose `edges` are the weights; entry
+(receiver r, sender s, weight w) contributes w x[s] to y[r]. `SparseOperator.from_graph` puts it
+on device with what its kernel needs, derived here and nowhere else:
+
   * "segment_sum": jraph's message passing, `segment_sum(w * x[senders], receivers)`; the
     reference kernel, differentiated by JAX.
   * "csr": a CSR sparse-dense product (on CPU, XLA's `cpu_csr_sparse_dense_ffi` custom call) with
-    its own backward, dx = A^T dy, which multiplies by a precomputed CSR of A^T. On this CPU it is
-    about 6x faster forward + backward (JAX_NOTES.md).
-They agree to float32 rounding (tests check 1e-6); `default_kernel()` picks per backend.
+    its own backward, dx = A^T dy, which multiplies by a precomputed CSR of A^T. The graph's
+    edges, sorted by receiver, are the CSR's rows as they stand: only the row pointers and the
+    transpose are added.
+They agree to float32 rounding (tests check 1e-6); `default_kernel()` picks per backend
+(benchmarks/README.md has the timings). The operator keeps its GraphsTuple (`op.graph`), so the
+same graph can be handed to any jraph model.
 
 Every array is an argument of the jitted step, never a closure constant (closure constants make
 XLA constant-fold the backward and compile for minutes).
@@ -20,48 +26,80 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import jraph
+import numpy as np
 from jax.experimental import sparse
-
-from alignrec_jax.graph import Csr
 
 Kernel = Literal["csr", "segment_sum"]
 KERNELS = ("csr", "segment_sum")
 
 
 def default_kernel() -> Kernel:
-  """The faster kernel on the current backend (see benchmarks/bench_propagation.py)."""
+  """The faster kernel on the current backend: the CSR custom call on CPU, segment sums else."""
   return "csr" if jax.default_backend() == "cpu" else "segment_sum"
+
+
+def _row_pointers(rows: np.ndarray, num_rows: int) -> np.ndarray:
+  """[num_rows + 1] int32 CSR row pointers of entries sorted by row."""
+  return np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=num_rows))]).astype(np.int32)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CsrBackend:
+  """What the csr kernel adds to a graph: A's row pointers and the CSR of A^T (the backward)."""
+
+  indptr: jax.Array  # [rows + 1] int32; A's columns and values are the graph's senders, edges
+  t_data: jax.Array  # [nnz] float32
+  t_indices: jax.Array  # [nnz] int32
+  t_indptr: jax.Array  # [cols + 1] int32
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class SparseOperator:
-  """A fixed sparse matrix A on device, with what each kernel needs to apply it and its VJP.
+  """A fixed sparse matrix A [rows, cols] on device, as a graph plus its kernel's arrays.
 
-  The CSR of A doubles as the edge list of message passing: entry (r, c, w) is an edge from
-  sender c to receiver r with weight w. `t_*` hold the CSR of A^T for the csr kernel's backward.
+  Attributes:
+    graph: the `jraph.GraphsTuple` (device arrays): `edges` [nnz] float32 weights, `senders`
+      [nnz] int32 column ids, `receivers` [nnz] int32 row ids, ascending.
+    csr: the csr kernel's arrays, or None for the segment_sum kernel.
+    shape: (rows, cols): receivers index the output's rows, senders the input's.
   """
 
-  data: jax.Array  # [nnz] float32
-  indices: jax.Array  # [nnz] int32 column (sender) ids
-  indptr: jax.Array  # [rows + 1] int32
-  row_ids: jax.Array  # [nnz] int32 row (receiver) ids, ascending
-  t_data: jax.Array
-  t_indices: jax.Array
-  t_indptr: jax.Array
+  graph: jraph.GraphsTuple
+  csr: CsrBackend | None
   shape: tuple[int, int] = dataclasses.field(metadata=dict(static=True))
-  kernel: str = dataclasses.field(metadata=dict(static=True), default="csr")
+
+  @property
+  def kernel(self) -> Kernel:
+    return "segment_sum" if self.csr is None else "csr"
 
   @classmethod
-  def from_csr(cls, matrix: Csr, *, kernel: Kernel | None = None) -> SparseOperator:
+  def from_graph(cls, graph: jraph.GraphsTuple, *, shape: tuple[int, int] | None = None,
+                 kernel: Kernel | None = None) -> SparseOperator:
+    """Puts a host GraphsTuple (edges sorted by receiver) on device for `kernel`.
+
+    Args:
+      graph: from `graph.py`.
+      shape: (rows, cols); default square over the graph's nodes.
+      kernel: "csr" or "segment_sum"; default `default_kernel()`.
+    """
     kernel = kernel or default_kernel()
     if kernel not in KERNELS:
       raise ValueError(f"unknown propagation kernel {kernel!r}; expected one of {KERNELS}")
-    t = matrix.transpose()
-    return cls(data=jnp.asarray(matrix.data), indices=jnp.asarray(matrix.indices),
-               indptr=jnp.asarray(matrix.indptr), row_ids=jnp.asarray(matrix.row_ids()),
-               t_data=jnp.asarray(t.data), t_indices=jnp.asarray(t.indices),
-               t_indptr=jnp.asarray(t.indptr), shape=matrix.shape, kernel=kernel)
+    num_nodes = int(np.sum(graph.n_node))
+    shape = (num_nodes, num_nodes) if shape is None else (int(shape[0]), int(shape[1]))
+    senders, receivers = np.asarray(graph.senders), np.asarray(graph.receivers)
+    if np.any(np.diff(receivers) < 0):
+      raise ValueError("the graph's edges must be sorted by receiver (graph.py sorts them)")
+    csr = None
+    if kernel == "csr":
+      order = np.lexsort((receivers, senders))  # A^T: rows are the senders
+      csr = CsrBackend(indptr=jnp.asarray(_row_pointers(receivers, shape[0])),
+                       t_data=jnp.asarray(np.asarray(graph.edges)[order]),
+                       t_indices=jnp.asarray(receivers[order]),
+                       t_indptr=jnp.asarray(_row_pointers(senders, shape[1])))
+    return cls(graph=jax.tree.map(jnp.asarray, graph), csr=csr, shape=shape)
 
 
 def _csr_product(data, indices, indptr, shape, x):
@@ -69,37 +107,39 @@ def _csr_product(data, indices, indptr, shape, x):
 
 
 @jax.custom_vjp
-def _csr_matmul(op: SparseOperator, x: jax.Array) -> jax.Array:
-  return _csr_product(op.data, op.indices, op.indptr, op.shape, x)
+def _csr_propagate(op: SparseOperator, x: jax.Array) -> jax.Array:
+  return _csr_product(op.graph.edges, op.graph.senders, op.csr.indptr, op.shape, x)
 
 
-def _csr_matmul_fwd(op, x):
-  return _csr_matmul(op, x), op
+def _csr_propagate_fwd(op, x):
+  return _csr_propagate(op, x), op
 
 
-def _csr_matmul_bwd(op, dy):
-  dx = _csr_product(op.t_data, op.t_indices, op.t_indptr, (op.shape[1], op.shape[0]), dy)
+def _csr_propagate_bwd(op, dy):
+  dx = _csr_product(op.csr.t_data, op.csr.t_indices, op.csr.t_indptr,
+                    (op.shape[1], op.shape[0]), dy)
   # The graph is a constant of training: no cotangent for its arrays (None means zero).
   return None, dx
 
 
-_csr_matmul.defvjp(_csr_matmul_fwd, _csr_matmul_bwd)
+_csr_propagate.defvjp(_csr_propagate_fwd, _csr_propagate_bwd)
 
 
-def _segment_matmul(op: SparseOperator, x: jax.Array) -> jax.Array:
-  messages = op.data[:, None] * x[op.indices]
-  return jraph.segment_sum(messages, op.row_ids, num_segments=op.shape[0],
+def _segment_propagate(op: SparseOperator, x: jax.Array) -> jax.Array:
+  graph = op.graph
+  messages = graph.edges[:, None] * x[graph.senders]
+  return jraph.segment_sum(messages, graph.receivers, num_segments=op.shape[0],
                            indices_are_sorted=True)
 
 
-def matmul(op: SparseOperator, x: jax.Array) -> jax.Array:
-  """A @ x for x [shape[1], dim] float32, with the operator's kernel."""
+def propagate(op: SparseOperator, x: jax.Array) -> jax.Array:
+  """A @ x: each receiver sums its senders' rows of x [cols, dim] weighted by the edges."""
   if x.dtype != jnp.float32:
     # The fast CPU CSR kernel exists for float32 only; anything else silently takes a slow path.
     raise TypeError(f"sparse propagation expects float32 embeddings, got {x.dtype}")
-  if op.kernel == "csr":
-    return _csr_matmul(op, x)
-  return _segment_matmul(op, x)
+  if op.csr is not None:
+    return _csr_propagate(op, x)
+  return _segment_propagate(op, x)
 
 
 def lightgcn(op: SparseOperator, x0: jax.Array, *, num_layers: int) -> jax.Array:
@@ -107,7 +147,6 @@ def lightgcn(op: SparseOperator, x0: jax.Array, *, num_layers: int) -> jax.Array
   total = x0
   x = x0
   for _ in range(num_layers):
-    x = matmul(op, x)
+    x = propagate(op, x)
     total = total + x
   return total / (num_layers + 1)
-

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignrec_jax.data.dataset import DataError, Interactions
+from alignrec_jax.data.dataset import Interactions
+from alignrec_jax.errors import DataError
 
 
 @jax.tree_util.register_dataclass

@@ -15,7 +15,8 @@ import jax
 from absl import app, flags
 
 from alignrec_jax.data import load_mmrec
-from alignrec_jax.evaluate import DEFAULT_CHUNK_SIZE, METHODS, evaluate, make_eval_data
+from alignrec_jax.evaluation.index import DEFAULT_CHUNK_SIZE, make_eval_data
+from alignrec_jax.evaluation.ranking import METHODS, evaluate
 from benchmarks import machine
 from configs import shared_dataset
 

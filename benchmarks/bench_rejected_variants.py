@@ -26,9 +26,11 @@ import numpy as np
 from absl import app, flags
 from jax.experimental import sparse
 
-from alignrec_jax import losses
 from alignrec_jax.data import load_mmrec
-from alignrec_jax.graph import graph_to_csr, user_item_graph
+from alignrec_jax.graph import user_item_graph
+from alignrec_jax.normalize import l2_normalize
+from alignrec_jax.objectives import losses
+from alignrec_jax.propagation import SparseOperator
 from benchmarks import machine
 from benchmarks.timing import Part, in_loop_seconds
 from configs import shared_dataset
@@ -96,7 +98,7 @@ def info_nce_variants() -> tuple[dict[str, Part], str]:
 
   def blocked(block):
     def pair(a, b, c, d, mask):
-      norm = losses.l2_normalize
+      norm = l2_normalize
       return (_blocked_info_nce(norm(a), norm(b), mask, 1 / _TEMPERATURE, block)
               + _blocked_info_nce(norm(c), norm(d), mask, 1 / _TEMPERATURE, block))
     return pair
@@ -116,18 +118,19 @@ def info_nce_variants() -> tuple[dict[str, Part], str]:
 def csr_variants(data_dir: str) -> dict[str, Part]:
   """{name: Part} of one A_hat x X product with the operator whole or in row blocks."""
   dataset = load_mmrec(data_dir)
-  adjacency = graph_to_csr(user_item_graph(dataset.train, num_users=dataset.num_users,
-                                           num_items=dataset.num_items))
-  indptr, indices, values = adjacency.indptr, adjacency.indices, adjacency.data
-  num_rows = adjacency.shape[0]
+  op = SparseOperator.from_graph(user_item_graph(dataset.train, num_users=dataset.num_users,
+                                                 num_items=dataset.num_items), kernel="csr")
+  indptr, indices, values = (np.asarray(a) for a in (op.csr.indptr, op.graph.senders,
+                                                      op.graph.edges))
+  num_rows, nnz = op.shape[0], len(values)
   x = jax.random.normal(jax.random.key(1), (num_rows, _DIM)) * 0.1
 
   def row_blocks(count):
-    cuts = [0, *(int(np.searchsorted(indptr, adjacency.nnz * j // count))
+    cuts = [0, *(int(np.searchsorted(indptr, nnz * j // count))
                  for j in range(1, count)), num_rows]
     return [(jnp.asarray(values[indptr[lo]:indptr[hi]]),
              jnp.asarray(indices[indptr[lo]:indptr[hi]]),
-             jnp.asarray(indptr[lo:hi + 1] - indptr[lo]), (hi - lo, adjacency.shape[1]))
+             jnp.asarray(indptr[lo:hi + 1] - indptr[lo]), (hi - lo, op.shape[1]))
             for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
 
   def product(blocks):

@@ -2,7 +2,7 @@ r"""Stage-1 speed: the cross-modal encoder's pre-training epoch and encode pass,
 
   python -m benchmarks.bench_stage1 --preset=ml100k                  # configs/default.py
   python -m benchmarks.bench_stage1 --preset=baby --config=configs/stage1_gpu.py
-  python -m benchmarks.bench_stage1 --preset=lfm2k --config.stage1.width=256 --timed_epochs=2
+  python -m benchmarks.bench_stage1 --preset=lfm2k --config.stage1.model.width=256 --timed_epochs=2
 
 Throughput depends only on the shapes of the content, so the inputs are synthetic (NumPy RNG,
 fixed seed; no dataset files, no network) with the shapes of the named dataset:
@@ -37,9 +37,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from alignrec_jax import pretraining, stage1
-from alignrec_jax.content import Content, standardize_rows
-from alignrec_jax.models.fusion import ModalityInput, ModalitySpec
+from alignrec_jax.data.content import Content, ModalityInput, ModalitySpec
+from alignrec_jax.normalize import standardize_rows
+from alignrec_jax.training import stage1
 from benchmarks import machine
 
 _TEXT_DIM = 384  # MiniLM's hidden size
@@ -119,7 +119,7 @@ def synthetic_content(preset: str, *, text_max_tokens: int, vector_tokens: int,
       lines.append(f"{name} categorical [{num_items}, {shape.slots}] vocabulary {shape.vocab} "
                    f"(mean {counts.mean():.1f} real)")
     else:
-      # Standardised like `content._vector` does with real features, so the values the encoder
+      # Standardised as `data.content` does with real features, so the values the encoder
       # sees have the real inputs' scale.
       values = standardize_rows(rng.standard_normal((num_items, shape.dim), dtype=np.float32))
       inputs[name] = ModalityInput(values=values, present=np.ones(num_items, bool))
@@ -142,18 +142,17 @@ def _device_peak_gib() -> float | None:
   return stats["peak_bytes_in_use"] / 2**30
 
 
-def _step_gflop(module, optimizer, config, state, example) -> float:
+def _step_gflop(pretrainer, state, inputs) -> float:
   """XLA's FLOPs (in G) for one training step, from the unoptimised HLO (no compile).
 
   Lowered for the CPU whatever the backend: the count depends only on shapes, and the GPU
   lowering's cost analysis came back without FLOPs (NaN in the H100 run of 2026-11-27).
   """
-  step = jax.jit(stage1.make_train_step(module, optimizer, weights=config.weights.to_dict(),
-                                        mask_fraction=config.mask_fraction,
-                                        temperature=config.temperature))
+  step = jax.jit(pretrainer.train_step)
+  rows = jnp.arange(pretrainer.batch_size) % pretrainer.num_items
   # Shapes only (no device placement), so that lowering for another platform is allowed.
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          (state, example, jax.random.key(0)))
+                          (state, inputs, rows, jnp.ones(len(rows), bool), jax.random.key(0)))
   cost = step.trace(*abstract).lower(lowering_platforms=("cpu",)).cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float((cost or {}).get("flops", math.nan)) / 1e9
@@ -163,34 +162,30 @@ def main(argv):
   del argv
   config = _CONFIG.value.stage1
   preset = _PRESET.value
-  sizes = {k: v for k, v in json.loads(config.to_json()).items() if k != "modalities"}
+  sizes = {k: v for k, v in json.loads(config.to_json()).items() if k != "data"}
   result = {"preset": preset,
             "config_file": config_flags.get_config_filename(flags.FLAGS["config"]),
             "stage1": sizes, **machine.describe()}
 
   start = time.perf_counter()
-  content = synthetic_content(preset, text_max_tokens=config.text_max_tokens,
-                              vector_tokens=config.vector_tokens, seed=_SEED.value)
+  content = synthetic_content(preset, text_max_tokens=config.data.text_max_tokens,
+                              vector_tokens=config.model.vector_tokens, seed=_SEED.value)
   inputs = jax.block_until_ready(jax.device_put(content.inputs))
   result["setup_seconds"] = time.perf_counter() - start
   num_items = content.num_items
-  steps = math.ceil(num_items / config.batch_size)
-  module = pretraining.build_encoder(config, content)
-  optimizer = pretraining.make_optimizer(config, steps_per_epoch=steps)
-  # A full batch (the epoch's shape) of real items: the example for the parameters and the step.
-  rows = jnp.arange(config.batch_size) % num_items
-  example = pretraining.gather_batch(inputs, rows, jnp.ones(config.batch_size, bool))
-  state = stage1.init_state(module, optimizer, example, jax.random.key(0))
+  pretrainer = stage1.build_pretrainer(config, content)
+  steps = math.ceil(num_items / pretrainer.batch_size)
+  # A full batch (the epoch's shape) of real items: the example for the parameters.
+  rows = jnp.arange(pretrainer.batch_size) % num_items
+  example = stage1.gather_batch(inputs, rows, jnp.ones(pretrainer.batch_size, bool))
+  state = pretrainer.init_state(jax.random.key(0), example)
   result.update(num_items=num_items, steps_per_epoch=steps, content=content.description,
                 tokens_per_item=1 + sum(s.num_tokens if s.kind == "vector" else s.max_len
                                         for s in content.specs),
                 num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)))
   result["peak_rss_gib_after_setup"] = machine.peak_rss_gib()
 
-  epoch_fn = pretraining.make_pretrain_epoch(
-      module, optimizer, num_items=num_items, batch_size=config.batch_size,
-      weights=config.weights.to_dict(), mask_fraction=config.mask_fraction,
-      temperature=config.temperature)
+  epoch_fn = pretrainer.make_train_epoch()
   key = jax.random.key(1)
   start = time.perf_counter()
   compiled = epoch_fn.lower(state, inputs, key).compile()
@@ -210,15 +205,16 @@ def main(argv):
   result["last_epoch_terms"] = {k: float(v) for k, v in terms.items()}
   result["peak_rss_gib_after_training"] = machine.peak_rss_gib()
 
-  # The NumPy inputs, as `run_pretraining` passes them: encode_items slices them on the host.
+  # The NumPy inputs, as `run_stage1` passes them: encode_items slices them on the host.
   def encode():
-    return stage1.encode_items(state.params, module, content.inputs, config.encode_batch_size)
+    return stage1.encode_items(state.params, pretrainer.module, content.inputs,
+                               config.train.encode_batch_size)
 
   _, result["encode_first_call_seconds"] = _timed(encode)
   encode_times = [_timed(encode)[1] for _ in range(_ENCODES.value)]
   result["encode_seconds_median"] = statistics.median(encode_times)
 
-  step_gflop = _step_gflop(module, optimizer, config, state, example)
+  step_gflop = _step_gflop(pretrainer, state, inputs)
   epoch_gflop = step_gflop * steps
   result.update(step_gflop=step_gflop, epoch_gflop=epoch_gflop,
                 achieved_gflops=epoch_gflop / result["epoch_seconds_median"])
@@ -230,9 +226,10 @@ def main(argv):
                    else f", device {result['peak_device_gib']:.2f} GiB")
   print(f"\nstage 1, {preset} shapes on {jax.default_backend()} "
         f"({result['devices'][0]}): {content.description}\n"
-        f"  encoder {config.num_layers} x {config.width} ({config.num_heads} heads), "
-        f"{result['num_params']:,} parameters; {num_items:,} items, {steps} steps of "
-        f"{config.batch_size}, {result['tokens_per_item']} tokens an item\n"
+        f"  encoder {config.model.num_layers} x {config.model.width} "
+        f"({config.model.num_heads} heads), {result['num_params']:,} parameters; "
+        f"{num_items:,} items, {steps} steps of {pretrainer.batch_size}, "
+        f"{result['tokens_per_item']} tokens an item\n"
         f"  compile {result['compile_seconds']:.1f} s | "
         f"epoch {result['epoch_seconds_median']:.3f} s median of {len(epoch_times)} "
         f"({result['items_per_second']:,.0f} items/s) | "

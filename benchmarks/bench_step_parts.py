@@ -26,7 +26,6 @@ sizes: data that stays in cache counts as if it came from memory, so a roofline 
 is pessimistic where working sets fit in the 32 MiB L3 (the B x B logits do).
 """
 
-import math
 import statistics
 
 import jax
@@ -35,9 +34,9 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from alignrec_jax import losses, models, train
-from alignrec_jax.experiment import build as build_experiment
-from alignrec_jax.propagation import lightgcn, matmul
+from alignrec_jax.objectives import losses
+from alignrec_jax.propagation import lightgcn, propagate
+from alignrec_jax.training import stage2
 from benchmarks import machine, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
@@ -76,8 +75,9 @@ def step_parts(exp, config) -> dict[str, timing.Part]:
   depend on the differentiated inputs (the similarity target's Gram product, for one).
   """
   batch_size = config.train.batch_size
-  dim = config.model.embed_dim
-  tau = config.loss.temperature
+  model = config.model.alignrec
+  dim = model.embed_dim
+  tau = model.loss.temperature
   features = exp.train_data.features
   graphs = exp.train_data.graphs
   num_users = exp.dataset.num_users
@@ -97,9 +97,9 @@ def step_parts(exp, config) -> dict[str, timing.Part]:
     return jnp.sum((table @ kernel) * cotangent)
 
   def propagation(ego, graphs):
-    ids = lightgcn(graphs.user_item, ego, num_layers=config.model.num_ui_layers)
-    content_items = matmul(graphs.item_knn, ego[num_users:])
-    content_users = matmul(graphs.user_item_block, content_items)
+    ids = lightgcn(graphs.user_item, ego, num_layers=model.num_ui_layers)
+    content_items = propagate(graphs.item_knn, ego[num_users:])
+    content_users = propagate(graphs.user_item_block, content_items)
     return jnp.sum(ids * ids) + jnp.sum(content_items) + jnp.sum(content_users)
 
   adam = optax.adam(config.optim.lr)
@@ -133,21 +133,15 @@ def main(argv):
             "batch_size": config.train.batch_size}
   roofline = machine_roofline(repeats)
   result.update(roofline)
-  exp = build_experiment(config, _WORKDIR.value)
-  dataset = exp.dataset
-  module, objective = models.build(config.model, num_users=dataset.num_users,
-                                   num_items=dataset.num_items)
-  params = train.init_params(module, exp.train_data, jax.random.key(0),
-                             trainable_features=config.model.trainable_features)
-  steps = math.ceil(len(dataset.train) / config.train.batch_size)
-  state = train.create_train_state(module, params,
-                                   train.make_optimizer(config.optim, steps_per_epoch=steps))
+  exp = stage2.build_experiment(config, _WORKDIR.value)
+  recommender = stage2.build_recommender(config, exp)
+  state = recommender.init_state(jax.random.key(0), exp.train_data)
+  steps = recommender.steps_per_epoch
   measured = {name: (timing.xla_cost(part.fn, *part.args),
                      timing.in_loop_seconds(part, iterations=_ITERATIONS.value, repeats=repeats))
               for name, part in step_parts(exp, config).items()}
-  cost = timing.step_cost(module, objective, config, exp, state)
-  epoch = train.make_train_epoch(module, objective, batch_size=config.train.batch_size,
-                                 num_train=len(dataset.train), loss_weights=config.loss.to_dict())
+  cost = timing.step_cost(recommender, exp, state)
+  epoch = recommender.make_train_epoch()
   state, _ = jax.block_until_ready(epoch(state, exp.train_data, jax.random.key(1)))  # compiles
   _, epoch_times = timing.timed_epochs(epoch, state, exp.train_data, epochs=_EPOCHS.value)
   epoch_seconds = statistics.median(epoch_times)

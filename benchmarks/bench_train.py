@@ -18,9 +18,8 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from alignrec_jax import models, train
-from alignrec_jax.evaluate import evaluate
-from alignrec_jax.experiment import build as build_experiment
+from alignrec_jax.evaluation import evaluate
+from alignrec_jax.training import stage2
 from benchmarks import machine, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
@@ -42,7 +41,7 @@ def main(argv):
   result = {"config": config.data.name, "model": config.model.name, **machine.describe()}
 
   start = time.perf_counter()
-  exp = build_experiment(config, _WORKDIR.value)
+  exp = stage2.build_experiment(config, _WORKDIR.value)
   result["setup_seconds"] = time.perf_counter() - start
   result["setup_parts"] = exp.setup_seconds
   result["peak_rss_gib_after_setup"] = machine.peak_rss_gib()
@@ -54,14 +53,9 @@ def main(argv):
                 if exp.train_data.features is not None else 0,
                 kernel=exp.train_data.graphs.user_item.kernel)
 
-  module, objective = models.build(config.model, num_users=dataset.num_users,
-                                   num_items=dataset.num_items)
-  params = train.init_params(module, exp.train_data, jax.random.key(0),
-                             trainable_features=config.model.trainable_features)
-  state = train.create_train_state(module, params,
-                                   train.make_optimizer(config.optim, steps_per_epoch=steps))
-  epoch_fn = train.make_train_epoch(module, objective, batch_size=config.train.batch_size,
-                                    num_train=num_train, loss_weights=config.loss.to_dict())
+  recommender = stage2.build_recommender(config, exp)
+  state = recommender.init_state(jax.random.key(0), exp.train_data)
+  epoch_fn = recommender.make_train_epoch()
   key = jax.random.key(1)
   start = time.perf_counter()
   compiled = epoch_fn.lower(state, exp.train_data, key).compile()
@@ -75,7 +69,7 @@ def main(argv):
   result["epoch_seconds_all"] = epoch_times
   result["peak_rss_gib_after_training"] = machine.peak_rss_gib()
 
-  embed = train.make_embed(module)
+  embed = recommender.make_embed()
   ks = tuple(config.eval.ks)
 
   def full_eval(params):
@@ -85,7 +79,7 @@ def main(argv):
   eval_times = [_timed(full_eval, state.params)[1] for _ in range(_EVALS.value)]
   result["eval_seconds_median"] = statistics.median(eval_times)
 
-  flops, bytes_accessed = timing.step_cost(module, objective, config, exp, state)
+  flops, bytes_accessed = timing.step_cost(recommender, exp, state)
   step_seconds = result["epoch_seconds_median"] / steps
   result.update(step_gflop=flops / 1e9, step_gbytes=bytes_accessed / 1e9,
                 step_seconds=step_seconds, achieved_gflops=flops / 1e9 / step_seconds)

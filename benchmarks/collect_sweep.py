@@ -10,19 +10,49 @@ skipping runs already there (same dataset, input, setting and seed), so it can b
 sweep fills in.
 """
 
+import glob
 import json
 import os
 import shutil
+from typing import Any
 
 from absl import app, flags
-
-from alignrec_jax import sweep
 
 _SWEEP = flags.DEFINE_string("sweep", None, "The sweep's workdir.", required=True)
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset name in the records.", required=True)
 _TABLE = flags.DEFINE_string("table", None, "Copy SWEEP/sweep.json here.")
 _RUNS = flags.DEFINE_string("runs", None, "Append new run records to this JSON-lines file.",
                             required=True)
+
+
+# The per-run fields kept in benchmarks/results/sweep_runs_*.jsonl: one JSON line per run.
+RECORD_SPLITS = ("valid", "test", "valid_short", "test_short")
+RECORD_METRICS = ("recall@20", "ndcg@20")
+
+
+def run_records(root: str, dataset: str) -> list[dict[str, Any]]:
+  """One flat record per finished run under `root` (RUNS/input/setting/seed_N/summary.json).
+
+  Sorted by (input, setting, seed); a split missing from a summary (e.g. the short-history
+  metrics switched off) is left out of its record rather than filled in.
+  """
+  records = []
+  for path in glob.glob(os.path.join(root, "*", "*", "seed_*", "summary.json")):
+    seed_dir = os.path.dirname(path)
+    setting_dir = os.path.dirname(seed_dir)
+    input_dir = os.path.dirname(setting_dir)
+    with open(path) as f:
+      summary = json.load(f)
+    record = {"dataset": dataset, "input": os.path.basename(input_dir),
+              "setting": os.path.basename(setting_dir),
+              "seed": int(os.path.basename(seed_dir).removeprefix("seed_")),
+              "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"]}
+    for split in RECORD_SPLITS:
+      for metric in RECORD_METRICS:
+        if split in summary:
+          record[f"{split}/{metric}"] = summary[split][metric]
+    records.append(record)
+  return sorted(records, key=lambda r: (r["input"], r["setting"], r["seed"]))
 
 
 def _key(record):
@@ -35,7 +65,7 @@ def main(argv):
   if os.path.exists(_RUNS.value):
     with open(_RUNS.value) as f:
       known = {_key(json.loads(line)) for line in f if line.strip()}
-  records = sweep.run_records(os.path.join(_SWEEP.value, "runs"), _DATASET.value)
+  records = run_records(os.path.join(_SWEEP.value, "runs"), _DATASET.value)
   new = [r for r in records if _key(r) not in known]
   with open(_RUNS.value, "a") as f:
     for record in new:

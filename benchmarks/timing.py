@@ -10,8 +10,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from alignrec_jax import train
-
 
 def median_seconds(fn, *args, repeats: int) -> float:
   """Median seconds of `repeats` calls after a warm-up one, each ended by block_until_ready."""
@@ -67,13 +65,11 @@ def xla_cost(fn, *args) -> tuple[float, float]:
   return float(cost.get("flops", math.nan)), float(cost.get("bytes accessed", math.nan))
 
 
-def step_cost(module, objective, config, exp, state) -> tuple[float, float]:
+def step_cost(recommender, exp, state) -> tuple[float, float]:
   """XLA's (FLOPs, bytes) for one stage-2 training step (an epoch is steps_per_epoch of these)."""
-  step = train.make_train_step(module, objective, batch_size=config.train.batch_size,
-                               loss_weights=config.loss.to_dict())
-  rows = jnp.arange(config.train.batch_size)
-  mask = jnp.ones(config.train.batch_size)
-  return xla_cost(step, state, exp.train_data, rows, mask, jax.random.key(0))
+  rows = jnp.arange(recommender.batch_size)
+  real = jnp.ones(recommender.batch_size, bool)
+  return xla_cost(recommender.train_step, state, exp.train_data, rows, real, jax.random.key(0))
 
 
 def timed_epochs(epoch_fn, state, data, *, epochs: int) -> tuple[object, list[float]]:

@@ -1,7 +1,11 @@
-"""AlignRec stage 2 at the reference settings, on the built-in synthetic data (no download).
+"""AlignRec at the reference settings, both stages, on the built-in synthetic data (no download).
 
 Every dataset config imports this and overrides a few fields. Select with
 `--config=configs/NAME.py`; override any field with e.g. `--config.optim.lr=5e-4`.
+
+Groups: `data`, `model` (the stage-2 model: `name` picks one of the per-model groups below, each
+holding that model's fields and its `loss` weights), `optim`, `train`, `eval`, and `stage1`
+with the same groups for the pre-training stage. A field that nothing reads is an error.
 """
 
 import ml_collections
@@ -29,29 +33,25 @@ def get_config() -> ml_collections.ConfigDict:
       modality_dims=(("image_feat", 256), ("text_feat", 128)), seed=0))
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "alignrec"  # or "lightgcn"
-  config.model.embed_dim = 64
-  config.model.num_ui_layers = 2
-  config.model.num_knn_layers = 1
-  config.model.knn_k = 10
-  config.model.knn_include_self = True  # reference quirk: each item is its own first neighbour
-  config.model.trainable_features = True  # reference quirk: F is fine-tuned
+  config.model.name = "alignrec"  # one of the groups below
   config.model.kernel = "auto"  # sparse kernel: "auto", "csr" or "segment_sum"
+  config.model.alignrec = ml_collections.ConfigDict(dict(
+      embed_dim=64,
+      num_ui_layers=2,
+      num_knn_layers=1,
+      knn_k=10,
+      knn_include_self=True,  # reference quirk: each item is its own first neighbour
+      trainable_features=True,  # reference quirk: F is fine-tuned
+      loss=dict(l2_weight=1e-4, uia_weight=0.1, cl_weight=0.01, sim_weight=0.1,
+                temperature=0.2)))
+  # MMRec's LightGCN: its reg_weight multiplies Frobenius norms of the batch's layer-0 rows.
+  config.model.lightgcn = ml_collections.ConfigDict(dict(
+      embed_dim=64, num_ui_layers=2, loss=dict(reg_weight=1e-4)))
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.reg_weight = 1e-4
-  config.loss.uia_weight = 0.1
-  config.loss.cl_weight = 0.01
-  config.loss.sim_weight = 0.1
-  config.loss.temperature = 0.2
-
-  config.optim = ml_collections.ConfigDict()
-  config.optim.lr = 1e-3
-  config.optim.lr_decay = 0.96  # lr * lr_decay ** (epoch / lr_decay_epochs), per epoch
-  config.optim.lr_decay_epochs = 50.0
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.999
-  config.optim.eps = 1e-8
+  # Adam with the reference's per-epoch decay: lr * lr_decay ** (epoch / lr_decay_epochs).
+  config.optim = ml_collections.ConfigDict(dict(
+      name="adam", lr=1e-3, schedule="epoch_decay", lr_decay=0.96, lr_decay_epochs=50.0,
+      warmup_epochs=0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip_norm=0.0))
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 2048
@@ -65,39 +65,37 @@ def get_config() -> ml_collections.ConfigDict:
   # epoch there. A resumed run replays the epochs after its checkpoint identically.
   config.train.checkpoint_every = 1
 
-  # Stage 1 (launch/pipeline.py): the cross-modal encoder pre-trained on the items' content; its
-  # CLS vectors become stage 2's feature file. Sized for a 2-core CPU; see the accelerator configs
-  # for the paper's scale.
-  config.stage1 = ml_collections.ConfigDict()
-  # (name, kind, file): kind "sequence" (item text .tsv, MiniLM token states), "categorical"
-  # (int .npy [I, L], -1 padding) or "vector" (float .npy [I, D]). See alignrec_jax/content.py.
-  config.stage1.modalities = (("image", "vector", "image_feat.npy"),
-                              ("text", "vector", "text_feat.npy"))
-  config.stage1.text_max_tokens = 64  # MiniLM truncation of item texts
-  config.stage1.vector_tokens = 4  # tokens a "vector" modality is projected into
-  config.stage1.width = 128
-  config.stage1.num_heads = 4
-  config.stage1.num_layers = 2
-  config.stage1.mlp_dim = 0  # 0: 4 x width
-  config.stage1.output_dim = 768  # the item feature size stage 2 reads (BEiT-3 base: 768)
-  config.stage1.mask_fraction = 0.4
-  config.stage1.weights = ml_collections.ConfigDict(dict(
-      sequence=1.0, categorical=1.0, vector=1.0, contrastive=1.0, fused=1.0))
-  config.stage1.temperature = 0.07
-  config.stage1.lr = 1e-3
-  config.stage1.weight_decay = 0.05
-  config.stage1.warmup_epochs = 2
-  config.stage1.clip_norm = 1.0
-  config.stage1.batch_size = 256
-  config.stage1.epochs = 20
-  config.stage1.encode_batch_size = 512
-
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20, 50)
-  config.eval.chunk_size = 256  # users scored at once; 256 was fastest at Baby scale on CPU
+  config.eval.chunk_size = 256  # users scored at once (benchmarks/README.md: fastest on CPU)
   config.eval.head_fraction = 0.2  # most popular 20% of items are "head"; the rest "tail"
   # The paper's cold-user analysis: metrics of the users with the shortest training histories
   # (this fraction of them), computed at each new best validation epoch ("valid_short",
   # "test_short" in the summary). 0 switches it off.
   config.eval.short_history_fraction = 0.2
+
+  # Stage 1 (launch/pipeline.py): the cross-modal encoder pre-trained on the items' content; its
+  # CLS vectors become stage 2's feature file. Sized for a 2-core CPU; see the accelerator configs
+  # for the paper's scale.
+  config.stage1 = ml_collections.ConfigDict()
+  config.stage1.data = ml_collections.ConfigDict()
+  # (name, kind, file): kind "sequence" (item text .tsv, MiniLM token states), "categorical"
+  # (int .npy [I, L], -1 padding) or "vector" (float .npy [I, D]). See alignrec_jax/data/content.py.
+  config.stage1.data.modalities = (("image", "vector", "image_feat.npy"),
+                                   ("text", "vector", "text_feat.npy"))
+  config.stage1.data.text_max_tokens = 64  # MiniLM truncation of item texts
+  config.stage1.model = ml_collections.ConfigDict(dict(
+      width=128, num_heads=4, num_layers=2,
+      mlp_dim=0,  # 0: 4 x width
+      output_dim=768,  # the item feature size stage 2 reads (BEiT-3 base: 768)
+      vector_tokens=4))  # tokens a "vector" modality is projected into
+  config.stage1.loss = ml_collections.ConfigDict(dict(
+      mask_fraction=0.4, temperature=0.07,
+      weights=dict(sequence=1.0, categorical=1.0, vector=1.0, contrastive=1.0, fused=1.0)))
+  # AdamW with linear warm-up then cosine decay to 0 over the run, gradients clipped.
+  config.stage1.optim = ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-3, schedule="warmup_cosine", lr_decay=1.0, lr_decay_epochs=1.0,
+      warmup_epochs=2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, clip_norm=1.0))
+  config.stage1.train = ml_collections.ConfigDict(dict(
+      batch_size=256, epochs=20, encode_batch_size=512))
   return config

@@ -7,9 +7,8 @@ from configs import ml100k, stage1_gpu
 
 def get_config():
   config = ml100k.get_config()
-  gpu = stage1_gpu.get_config().stage1
-  for field in ("width", "num_heads", "num_layers", "batch_size"):
-    config.stage1[field] = gpu[field]
-  config.stage1.epochs = 40
+  config.stage1 = stage1_gpu.get_config().stage1
+  config.stage1.data = ml100k.get_config().stage1.data
+  config.stage1.train.epochs = 40
   config.train.max_epochs = 1000
   return config

@@ -4,16 +4,17 @@ r"""The paper's feature-quality checks, raw features against stage-1 features, s
   python -m launch.feature_quality --config=configs/ml100k.py --workdir=runs/ml100k
 
 (a) content-only item-kNN, (b) stage 2 with one modality missing for half the items, (c) the
-shortest-history users' metrics; see alignrec_jax/feature_comparison.py. Trains stage 2 once on
-the raw features and twice per removed modality (raw, stage 1), each run in its own folder under
-WORKDIR/feature_quality (resumed or reused by a second call). Prints the table and writes
-WORKDIR/feature_quality.json.
+shortest-history users' metrics; see alignrec_jax/experiments/feature_comparison.py. Trains
+stage 2 once on the raw features and twice per removed modality (raw, stage 1), each run in its
+own folder under WORKDIR/feature_quality (resumed or reused by a second call). Prints the table
+and writes WORKDIR/feature_quality.json.
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from alignrec_jax import feature_comparison, reporting
+from alignrec_jax.experiments import feature_comparison
+from alignrec_jax.training import reporting
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ml100k.py",
                                           "The config the pipeline ran with.", lock_config=True)
@@ -34,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(reporting.exit_on_user_error(main))

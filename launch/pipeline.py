@@ -1,7 +1,8 @@
 r"""Both stages of AlignRec: pre-train the cross-modal encoder, then train stage 2 on its output.
 
   python -m launch.pipeline --config=configs/ml100k.py --workdir=runs/ml100k
-  python -m launch.pipeline --config=configs/lfm2k.py --workdir=runs/lfm2k --config.stage1.epochs=40
+  python -m launch.pipeline --config=configs/lfm2k.py --workdir=runs/lfm2k \
+      --config.stage1.train.epochs=40
 
 WORKDIR/stage1 holds stage 1's checkpoints, metrics.jsonl and the item features it writes
 (stage1_feat.npy); WORKDIR/stage2 is an ordinary `launch.train` run fed with those features.
@@ -13,7 +14,8 @@ its input features changed.
 from absl import app, flags
 from ml_collections import config_flags
 
-from alignrec_jax import pipeline, reporting
+from alignrec_jax.experiments import pipeline
+from alignrec_jax.training import reporting
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ml100k.py", "Experiment config.",
                                           lock_config=True)
@@ -30,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(reporting.exit_on_user_error(main))

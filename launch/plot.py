@@ -5,7 +5,7 @@ r"""Plots a run's curves (loss terms, validation and test metrics per epoch) to 
 
 from absl import app, flags
 
-from alignrec_jax import plotting
+from alignrec_jax.training import plotting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "PNG path (default WORKDIR/curves.png).")

@@ -15,7 +15,9 @@ import time
 
 from absl import app, flags
 
-from alignrec_jax.data import load_mmrec, movielens
+from alignrec_jax.data import load_mmrec
+from alignrec_jax.data.prepare import movielens
+from alignrec_jax.training import reporting
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(reporting.exit_on_user_error(main))

@@ -4,14 +4,15 @@ r"""Trains AlignRec's stage 2 (or a baseline) and reports MMRec-protocol metrics
   python -m launch.train --config=configs/lfm2k.py --workdir=runs/lfm2k --config.optim.lr=5e-4
 
 A workdir that holds a run is resumed from its last checkpoint. Metrics go to
-WORKDIR/metrics.jsonl (one JSON object per epoch), WORKDIR/summary.json and, with matplotlib
-installed, WORKDIR/curves.png. Both stages in one go: `launch.pipeline`.
+WORKDIR/metrics.jsonl (one JSON object per epoch), WORKDIR/summary.json (when the run has
+finished) and, with matplotlib installed, WORKDIR/curves.png. Both stages in one go:
+`launch.pipeline`.
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from alignrec_jax import reporting, train
+from alignrec_jax.training import reporting, stage2
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config.",
                                           lock_config=True)
@@ -22,9 +23,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and metrics go here
 def main(argv):
   del argv
   reporting.show_progress()
-  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  reporting.finish_run(_WORKDIR.value, summary)
+  stage2.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(reporting.exit_on_user_error(main))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from alignrec_jax import content
-from alignrec_jax.data import DataError
+from alignrec_jax.data import content
+from alignrec_jax.errors import DataError
 
 
 class FakeTextEncoder:
@@ -83,7 +83,7 @@ def test_text_states_are_cached_by_content(tmp_path):
 
 
 @pytest.mark.parametrize("array, message", [
-    (np.zeros((3, 2), np.float32), "must be integers"),
+    (np.zeros((3, 2), np.float32), "expected an integer array, got dtype float32"),
     (np.array([[0], [-2], [1]]), "row 1: token ids must be >= 0"),
     (np.full((3, 2), -1), "every token is padding"),
     (np.zeros((2, 2), np.int32), "2 rows, expected one per item \\(3\\)"),
@@ -99,12 +99,13 @@ def test_vector_errors_name_the_file_and_cell(tmp_path):
   values = np.ones((3, 2), np.float32)
   values[2, 1] = np.nan
   np.save(tmp_path / "a.npy", values)
-  with pytest.raises(DataError, match="a.npy: row 2, column 1: value nan is not finite"):
+  with pytest.raises(DataError, match=r"a.npy: row 2 \(itemID 2\), column 1: expected finite "
+                                      "values, got nan"):
     content.load_content(tmp_path, [("a", "vector", "a.npy")], num_items=3)
   np.save(tmp_path / "b.npy", np.ones((3, 2), np.int32))
-  with pytest.raises(DataError, match="b.npy: vector features must be floating point"):
+  with pytest.raises(DataError, match="b.npy: expected a floating-point array, got dtype int32"):
     content.load_content(tmp_path, [("b", "vector", "b.npy")], num_items=3)
-  with pytest.raises(DataError, match="c.npy: stage-1 content file not found"):
+  with pytest.raises(DataError, match="c.npy: file not found"):
     content.load_content(tmp_path, [("c", "vector", "c.npy")], num_items=3)
   with pytest.raises(DataError, match="item text"):
     content.load_content(tmp_path, [("t", "sequence", "a.npy")], num_items=3)

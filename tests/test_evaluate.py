@@ -1,4 +1,4 @@
-"""Tests of alignrec_jax.evaluate against the MMRec metric definitions."""
+"""Tests of alignrec_jax.evaluation (ranking and its index) against MMRec's metric definitions."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 from alignrec_jax.data.dataset import Dataset, Interactions
-from alignrec_jax.evaluate import (
-    METHODS,
-    EvalData,
-    ScoreChunk,
-    _dot_scores,
-    _evaluate_sums,
-    evaluate,
-    evaluate_scores,
-    make_eval_data,
+from alignrec_jax.evaluation.index import EvalData, make_eval_data
+from alignrec_jax.evaluation.ranking import (
+  METHODS,
+  ScoreChunk,
+  _dot_scores,
+  _evaluate_sums,
+  evaluate,
+  evaluate_scores,
 )
 
 Pairs = list[tuple[int, int]]
@@ -30,12 +29,12 @@ def _interactions(pairs: Pairs) -> Interactions:
 
 def _dataset(num_users: int, num_items: int, train: Pairs, valid: Pairs, test: Pairs) -> Dataset:
   return Dataset(
-      "tiny", num_users, num_items, _interactions(train), _interactions(valid), _interactions(test)
+    "tiny", num_users, num_items, _interactions(train), _interactions(valid), _interactions(test)
   )
 
 
 def _metrics_numpy(
-    scores: np.ndarray, train: set[int], relevant: set[int], counted: set[int], k: int
+  scores: np.ndarray, train: set[int], relevant: set[int], counted: set[int], k: int
 ) -> tuple[float, float, float, float]:
   """MMRec definitions for one user, with plain loops.
 
@@ -62,13 +61,14 @@ def _metrics_numpy(
 
 
 def _evaluate_numpy(
-    user_emb: np.ndarray,
-    item_emb: np.ndarray,
-    dataset: Dataset,
-    ks: tuple[int, ...],
-    head_fraction: float,
+  user_emb: np.ndarray,
+  item_emb: np.ndarray,
+  dataset: Dataset,
+  ks: tuple[int, ...],
+  head_fraction: float,
 ) -> dict[str, dict[str, float]]:
   """A direct, loop-based implementation of the protocol, to compare against."""
+
   def by_user(split: Interactions) -> dict[int, set[int]]:
     out: dict[int, set[int]] = {}
     for u, i in zip(split.users.tolist(), split.items.tolist(), strict=True):
@@ -161,14 +161,14 @@ def _hand_case() -> tuple[Dataset, np.ndarray, np.ndarray]:
   item_emb = np.array([[5.0], [4.0], [4.0], [3.0], [2.0], [1.0]], np.float32)
   user_emb = np.ones((6, 1), np.float32)
   dataset = _dataset(
-      num_users=6,
-      num_items=6,
-      # User 0: its best item (0) is a training item, masked. User 3: training only.
-      train=[(0, 0), (1, 3), (2, 0), (3, 1)],
-      # User 1's validation item 0 has the top score; user 4 has no training row: ignored.
-      valid=[(0, 2), (1, 0), (2, 4), (4, 1)],
-      # User 0 has 3 test items, more than K = 2; user 2 has none (not averaged for test).
-      test=[(0, 1), (0, 3), (0, 5), (1, 1), (4, 2)],
+    num_users=6,
+    num_items=6,
+    # User 0: its best item (0) is a training item, masked. User 3: training only.
+    train=[(0, 0), (1, 3), (2, 0), (3, 1)],
+    # User 1's validation item 0 has the top score; user 4 has no training row: ignored.
+    valid=[(0, 2), (1, 0), (2, 4), (4, 1)],
+    # User 0 has 3 test items, more than K = 2; user 2 has none (not averaged for test).
+    test=[(0, 1), (0, 3), (0, 5), (1, 1), (4, 2)],
   )
   return dataset, user_emb, item_emb
 
@@ -239,11 +239,11 @@ def test_long_tail() -> None:
   # Training counts: item 0: 3, items 1 and 2: 2, item 4: 1, item 3: 0. head_fraction 0.4 gives
   # round(2.0) = 2 head items: 0 and 1 (item 2 ties with 1 and loses on id). Tail: 2, 3, 4.
   dataset = _dataset(
-      num_users=4,
-      num_items=5,
-      train=[(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (3, 4)],
-      valid=[(1, 3)],
-      test=[(0, 3), (0, 4), (2, 1), (2, 3), (3, 0)],
+    num_users=4,
+    num_items=5,
+    train=[(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (3, 4)],
+    valid=[(1, 3)],
+    test=[(0, 3), (0, 4), (2, 1), (2, 3), (3, 0)],
   )
   user_emb = np.ones((4, 1), np.float32)
   item_emb = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]], np.float32)
@@ -277,9 +277,9 @@ def test_index_is_linear_in_interactions() -> None:
   items = rng.integers(0, num_items, num_pairs)
   labels = rng.choice(3, num_pairs, p=[0.8, 0.1, 0.1])
   dataset = _dataset(
-      num_users,
-      num_items,
-      *(list(zip(users[labels == x], items[labels == x], strict=True)) for x in range(3)),
+    num_users,
+    num_items,
+    *(list(zip(users[labels == x], items[labels == x], strict=True)) for x in range(3)),
   )
   data = make_eval_data(dataset, chunk_size=256)
   arrays = [leaf for leaf in jax.tree.leaves(data) if isinstance(leaf, np.ndarray)]
@@ -333,7 +333,7 @@ def test_evaluate_scores_with_history_scorer(method: str) -> None:
   weight = rng.integers(0, 4, num_items).astype(np.float32)
   data = make_eval_data(dataset, chunk_size=8)
   got = evaluate_scores(
-      _dot_plus_shifted_history, (user_emb, item_emb, weight), data, ks=ks, method=method
+    _dot_plus_shifted_history, (user_emb, item_emb, weight), data, ks=ks, method=method
   )
   # Dense reference; an identity item table turns the score matrix into "embeddings".
   scores = user_emb.astype(np.float64) @ item_emb.T
@@ -346,7 +346,7 @@ def test_evaluate_scores_with_history_scorer(method: str) -> None:
       assert got[split][key] == pytest.approx(value, abs=1e-6), (split, key)
   # The dot-product scorer through evaluate_scores is evaluate itself.
   assert evaluate_scores(_dot_scores, (user_emb, item_emb), data, ks=ks, method=method) == (
-      evaluate(user_emb, item_emb, data, ks=ks, method=method)
+    evaluate(user_emb, item_emb, data, ks=ks, method=method)
   )
 
 

@@ -5,20 +5,24 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 
-from alignrec_jax import content, experiment, feature_comparison, pretraining, train
+from alignrec_jax.data import content
+from alignrec_jax.errors import ConfigError, WorkdirError
+from alignrec_jax.experiments import feature_comparison
+from alignrec_jax.training import stage1, stage2
+from configs import test as test_config
 
 
 def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch):
-  config = tiny_config(**{"train.max_epochs": 1})
+  config = test_config.get_config()
+  config.train.max_epochs = 1
   monkeypatch.chdir(tmp_path)
   workdir = "run"  # relative, as users type it: feature paths must not resolve in the data folder
   root = tmp_path / workdir
-  folder = experiment.dataset_folder(config.data, workdir)
-  num_items = experiment.load_dataset(config.data, workdir).num_items
-  features = pretraining.run_pretraining(config.stage1, folder, workdir, num_items=num_items,
-                                         seed=config.seed)
+  folder = stage2.dataset_folder(config.data, workdir)
+  num_items = stage2.load_dataset(config.data, workdir).num_items
+  features = stage1.run_stage1(config.stage1, folder, workdir, num_items=num_items,
+                               seed=config.seed)
   results = feature_comparison.compare(config, workdir, missing=["image"])
   assert set(results["item_knn"]) == {"raw", "stage1"}
   assert set(results["stage2_test"]) == {"raw", "stage1", "raw_missing_image",
@@ -35,7 +39,7 @@ def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch
   np.testing.assert_array_equal(degraded[kept], image[kept])
   # Stage 1 with the image absent for those items changes exactly those items' features.
   intact = np.load(features)
-  encoded = np.load(root / "feature_quality" / f"missing_image_{pretraining.FEATURE_FILE}")
+  encoded = np.load(root / "feature_quality" / f"missing_image_{stage1.FEATURE_FILE}")
   assert not np.allclose(encoded[missing], intact[missing])
   np.testing.assert_allclose(encoded[kept], intact[kept], rtol=1e-5, atol=1e-6)
 
@@ -46,19 +50,19 @@ def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch
   def no_training(*args, **kwargs):
     raise AssertionError("a finished run was trained again")
 
-  monkeypatch.setattr(train, "train_and_evaluate", no_training)
+  monkeypatch.setattr(stage2, "train_and_evaluate", no_training)
   assert feature_comparison.compare(config, workdir, missing=["image"]) == results
 
 
 def test_modalities_must_pair_up_with_feature_files():
-  config = tiny_config()
+  config = test_config.get_config()
   config.data.features = ("image_feat.npy",)
-  with pytest.raises(ValueError, match="pair up one to one"):
+  with pytest.raises(ConfigError, match="pair up one to one"):
     feature_comparison.paired_modalities(config)
-  assert feature_comparison.paired_modalities(tiny_config()) == [
+  assert feature_comparison.paired_modalities(test_config.get_config()) == [
       ("image_feat.npy", "image"), ("text_feat.npy", "text")]
 
 
 def test_compare_needs_a_finished_stage1(tmp_path):
-  with pytest.raises(FileNotFoundError, match="run launch.pipeline"):
-    feature_comparison.compare(tiny_config(), str(tmp_path))
+  with pytest.raises(WorkdirError, match="run launch.pipeline"):
+    feature_comparison.compare(test_config.get_config(), str(tmp_path))

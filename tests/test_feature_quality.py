@@ -1,4 +1,4 @@
-"""Tests of alignrec_jax.feature_quality against plain NumPy forms of the same definitions."""
+"""Feature-quality evaluations (item-kNN, short-history users) against plain NumPy forms."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 from test_evaluate import _dataset, _evaluate_numpy, _random_dataset
 
 from alignrec_jax.data.dataset import Dataset
-from alignrec_jax.evaluate import ScoreChunk, evaluate, make_eval_data
-from alignrec_jax.feature_quality import (
-    evaluate_item_knn,
-    item_knn,
-    item_knn_scores,
-    restrict_heldout,
-    shortest_history_users,
+from alignrec_jax.evaluation import (
+  ScoreChunk,
+  evaluate,
+  make_eval_data,
+  restrict_heldout,
+  shortest_history_users,
 )
+from alignrec_jax.evaluation.item_knn import evaluate_item_knn, item_knn, item_knn_scores
 
 
 def _binary_features(rng: np.random.Generator, num_items: int) -> np.ndarray:
@@ -144,11 +144,11 @@ def test_evaluate_item_knn_hand_computed() -> None:
   np.testing.assert_allclose(weights, [[1, c], [1, c], [0, c], [c, c]], rtol=1e-6)
 
   dataset = _dataset(
-      num_users=4,
-      num_items=4,
-      train=[(0, 2), (1, 0), (1, 2), (2, 3)],
-      valid=[(0, 0), (1, 1), (3, 0)],  # user 3 has no training row: ignored
-      test=[(0, 1), (2, 1)],  # user 1 has no test item: not averaged for test
+    num_users=4,
+    num_items=4,
+    train=[(0, 2), (1, 0), (1, 2), (2, 3)],
+    valid=[(0, 0), (1, 1), (3, 0)],  # user 3 has no training row: ignored
+    test=[(0, 1), (2, 1)],  # user 1 has no test item: not averaged for test
   )
   # Scores (training items masked): user 0 {0: 0, 1: 0, 3: c} ranks 3, 0, 1;
   # user 1 {1: 1, 3: 2c} ranks 3, 1; user 2 {0: c, 1: c, 2: 0} ranks 0, 1, 2.
@@ -187,11 +187,11 @@ def test_evaluate_item_knn_rejects_bad_features() -> None:
 def test_shortest_history_users_order_and_ties() -> None:
   # Training counts: user 0: 3, users 1, 3, 5: 1, user 2: 0 (held-out only), user 4: 2.
   dataset = _dataset(
-      num_users=6,
-      num_items=4,
-      train=[(0, 0), (0, 1), (0, 2), (5, 1), (3, 0), (1, 3), (4, 0), (4, 3)],
-      valid=[(2, 1)],
-      test=[],
+    num_users=6,
+    num_items=4,
+    train=[(0, 0), (0, 1), (0, 2), (5, 1), (3, 0), (1, 3), (4, 0), (4, 3)],
+    valid=[(2, 1)],
+    test=[],
   )
   np.testing.assert_array_equal(shortest_history_users(dataset, 1.0), [1, 3, 5, 4, 0])
   np.testing.assert_array_equal(shortest_history_users(dataset, 0.4), [1, 3])  # round(2.0)
@@ -235,8 +235,9 @@ def test_restrict_heldout_then_evaluate_matches_numpy_subset() -> None:
   chosen = set(users.tolist())
   for name in ("valid", "test"):
     split = dataset.split(name)
-    want = [(u, i) for u, i in zip(split.users.tolist(), split.items.tolist(), strict=True)
-            if u in chosen]
+    want = [
+      (u, i) for u, i in zip(split.users.tolist(), split.items.tolist(), strict=True) if u in chosen
+    ]
     got = restricted.split(name)
     assert list(zip(got.users.tolist(), got.items.tolist(), strict=True)) == want
   full, sub = make_eval_data(dataset, chunk_size=8), make_eval_data(restricted, chunk_size=8)
@@ -248,13 +249,13 @@ def test_restrict_heldout_then_evaluate_matches_numpy_subset() -> None:
   got = evaluate(user_emb, item_emb, sub, ks=ks)
   # The reference: the subset's held-out pairs, filtered independently, and the loop metrics.
   subset = _dataset(
-      num_users,
-      num_items,
-      list(zip(dataset.train.users.tolist(), dataset.train.items.tolist(), strict=True)),
-      *(
-          [(u, i) for u, i in zip(s.users.tolist(), s.items.tolist(), strict=True) if u in chosen]
-          for s in (dataset.valid, dataset.test)
-      ),
+    num_users,
+    num_items,
+    list(zip(dataset.train.users.tolist(), dataset.train.items.tolist(), strict=True)),
+    *(
+      [(u, i) for u, i in zip(s.users.tolist(), s.items.tolist(), strict=True) if u in chosen]
+      for s in (dataset.valid, dataset.test)
+    ),
   )
   want = _evaluate_numpy(user_emb, item_emb, subset, ks, 0.2)
   for split in ("valid", "test"):

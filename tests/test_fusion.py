@@ -1,7 +1,8 @@
-"""The stage-1 cross-modal encoder (models/fusion.py) and its pre-training objective (stage1.py)."""
+"""The stage-1 encoder (models/encoder.py), its objective (objectives/stage1.py) and step."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -10,14 +11,10 @@ import numpy as np
 import optax
 import pytest
 
-from alignrec_jax import stage1
-from alignrec_jax.models.fusion import (
-  CrossModalEncoder,
-  ModalityInput,
-  ModalitySpec,
-  TransformerBlock,
-  with_only,
-)
+from alignrec_jax.data.content import ModalityInput, ModalitySpec, token_mask
+from alignrec_jax.models.encoder import CrossModalEncoder, TransformerBlock
+from alignrec_jax.objectives import stage1
+from alignrec_jax.training import stage1 as stage1_training
 
 SEQ_DIM, VEC_DIM, VOCAB, SEQ_LEN, CAT_LEN, VEC_TOKENS = 6, 10, 7, 5, 4, 2
 SPECS = (
@@ -25,6 +22,21 @@ SPECS = (
     ModalitySpec("tags", "categorical", max_len=CAT_LEN, vocab_size=VOCAB),
     ModalitySpec("image", "vector", input_dim=VEC_DIM, num_tokens=VEC_TOKENS),
 )
+
+
+def with_only(inputs, keep: str) -> dict[str, ModalityInput]:
+  """The same inputs with every modality but `keep` marked absent: the oracle of `only=`."""
+  out = {}
+  for name, inp in inputs.items():
+    batch = inp.values.shape[0]
+    if name != keep:
+      present = jnp.zeros((batch,), bool)
+    elif inp.present is None:
+      present = jnp.ones((batch,), bool)
+    else:
+      present = inp.present
+    out[name] = dataclasses.replace(inp, present=present)
+  return out
 
 
 def tiny_encoder(num_layers: int = 1, output_dim: int = 8) -> CrossModalEncoder:
@@ -125,12 +137,12 @@ def test_padding_and_absent_modalities_do_not_matter(setup):
   noisy_image = image.values.at[0].set(-77.0)  # item 0 has no image
   tags = inputs["tags"]
   noisy_tags = tags.values.at[1].set(3)  # item 1 has no tags: its ids no longer matter
-  changed = {"text": text._replace(values=noisy_text),
-             "tags": tags._replace(values=noisy_tags),
-             "image": image._replace(values=noisy_image)}
+  changed = {"text": dataclasses.replace(text, values=noisy_text),
+             "tags": dataclasses.replace(tags, values=noisy_tags),
+             "image": dataclasses.replace(image, values=noisy_image)}
   np.testing.assert_allclose(_cls(module, params, changed), before, rtol=1e-5, atol=1e-6)
   # Even non-finite padding never reaches the output.
-  nan_text = {**inputs, "text": text._replace(values=jnp.where(text.mask[..., None],
+  nan_text = {**inputs, "text": dataclasses.replace(text, values=jnp.where(text.mask[..., None],
                                                                text.values, jnp.nan))}
   np.testing.assert_allclose(_cls(module, params, nan_text), before, rtol=1e-5, atol=1e-6)
 
@@ -139,7 +151,7 @@ def test_absent_modality_changes_the_item(setup):
   module, params, inputs = setup
   before = _cls(module, params, inputs)
   image = inputs["image"]
-  without = {**inputs, "image": image._replace(present=image.present.at[2].set(False))}
+  without = {**inputs, "image": dataclasses.replace(image, present=image.present.at[2].set(False))}
   after = _cls(module, params, without)
   assert not np.allclose(after[2], before[2], atol=1e-4)
   np.testing.assert_allclose(np.delete(after, 2, 0), np.delete(before, 2, 0), rtol=1e-5,
@@ -207,7 +219,7 @@ def test_sample_masks():
   masks = stage1.sample_masks(jax.random.PRNGKey(7), inputs, SPECS, 0.3)
   for spec in SPECS:
     m = np.asarray(masks[spec.name])
-    valid = np.asarray(stage1.token_mask(spec, inputs[spec.name]))
+    valid = np.asarray(token_mask(spec, inputs[spec.name]))
     assert m.shape == valid.shape and m.dtype == bool
     assert not np.any(m & ~valid), spec.name  # never padding or absent modalities
     count = valid.sum(1)
@@ -215,7 +227,7 @@ def test_sample_masks():
     assert np.all(masked[count > 0] >= 1), spec.name
     assert np.all(masked[count == 0] == 0), spec.name
   # Text has 1..5 real tokens: where 0.3 n >= 1 the at-least-one floor cannot bias the count.
-  text_valid = np.asarray(stage1.token_mask(SPECS[0], inputs["text"]))
+  text_valid = np.asarray(token_mask(SPECS[0], inputs["text"]))
   rows = text_valid.sum(1) >= 4
   fraction = np.asarray(masks["text"])[rows].sum() / text_valid[rows].sum()
   assert abs(fraction - 0.3) < 0.04, fraction
@@ -237,7 +249,7 @@ def test_encoding_one_modality_alone_equals_hiding_the_others(setup):
 
 def test_single_modality_views_match_separate_calls(setup):
   module, params, inputs = setup
-  _, terms = stage1.pretrain_loss(params, module, inputs, jax.random.PRNGKey(0),
+  _, terms = stage1.pretrain_loss(params["params"], module, inputs, jax.random.PRNGKey(0),
                                   pairs=[("text", "image")])
   text = _cls(module, params, with_only(inputs, "text"))
   image = _cls(module, params, with_only(inputs, "image"))
@@ -250,18 +262,18 @@ def test_single_modality_views_match_separate_calls(setup):
 def test_fused_term_contrasts_the_masked_fused_view_with_each_modality(setup):
   module, params, inputs = setup
   key = jax.random.PRNGKey(3)
-  loss, terms = stage1.pretrain_loss(params, module, inputs, key, weights={"fused": 0.5},
+  loss, terms = stage1.pretrain_loss(params["params"], module, inputs, key, weights={"fused": 0.5},
                                      mask_fraction=0.4)
   masks = stage1.sample_masks(key, inputs, SPECS, 0.4)  # the masks pretrain_loss draws
   fused, _ = module.apply(params, inputs, masks)
   want = 0.0
   for spec in SPECS:
     alone = _cls(module, params, with_only(inputs, spec.name))
-    has = np.asarray(stage1.token_mask(spec, inputs[spec.name])).any(axis=1)
+    has = np.asarray(token_mask(spec, inputs[spec.name])).any(axis=1)
     want += stage1.symmetric_info_nce(fused, jnp.asarray(alone), temperature=0.07,
                                       mask=jnp.asarray(has, jnp.float32))
   np.testing.assert_allclose(terms["fused"], want / len(SPECS), rtol=1e-5)
-  _, plain = stage1.pretrain_loss(params, module, inputs, key, weights={"fused": 0.0},
+  _, plain = stage1.pretrain_loss(params["params"], module, inputs, key, weights={"fused": 0.0},
                                   mask_fraction=0.4)
   assert "fused" not in plain  # weight 0 switches it off
   np.testing.assert_allclose(loss, plain["loss"] + 0.5 * terms["fused"], rtol=1e-5)
@@ -277,8 +289,8 @@ def test_contrastive_term_is_symmetric(setup):
   ba = stage1.symmetric_info_nce(b, a, temperature=0.1, mask=mask)
   np.testing.assert_allclose(ab, ba, rtol=1e-6)
   key = jax.random.PRNGKey(0)
-  _, t1 = stage1.pretrain_loss(params, module, inputs, key, pairs=[("text", "image")])
-  _, t2 = stage1.pretrain_loss(params, module, inputs, key, pairs=[("image", "text")])
+  _, t1 = stage1.pretrain_loss(params["params"], module, inputs, key, pairs=[("text", "image")])
+  _, t2 = stage1.pretrain_loss(params["params"], module, inputs, key, pairs=[("image", "text")])
   np.testing.assert_allclose(t1["contrastive"], t2["contrastive"], rtol=1e-6)
 
 
@@ -286,7 +298,7 @@ def test_loss_finite_and_gradients_reach_every_parameter(setup):
   module, params, inputs = setup
   grads, terms = jax.jit(jax.grad(
       lambda p, x: stage1.pretrain_loss(p, module, x, jax.random.PRNGKey(1)), has_aux=True))(
-          params, inputs)
+          params["params"], inputs)
   assert set(terms) == {"mlm/text", "mlm/tags", "mlm/image", "contrastive", "fused", "loss"}
   assert all(np.isfinite(float(v)) for v in terms.values())
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
@@ -296,21 +308,20 @@ def test_loss_finite_and_gradients_reach_every_parameter(setup):
 
 
 def test_training_decreases_loss_and_compiles_once(setup):
-  module, params, _ = setup
+  module, _, _ = setup
   inputs = synthetic_items(12, seed=3)
-  optimizer = optax.adam(3e-3)
-  state0 = stage1.PretrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                opt_state=optimizer.init(params))
-  train_step = stage1.make_train_step(module, optimizer, mask_fraction=0.4, temperature=0.2)
+  pretrainer = stage1_training.Pretrainer(
+      module=module, optimizer=optax.adam(3e-3),
+      loss=dict(mask_fraction=0.4, temperature=0.2), num_items=12, batch_size=12)
+  state0 = pretrainer.init_state(jax.random.PRNGKey(0), inputs)
   keys = jax.random.split(jax.random.PRNGKey(1), 30)
+  rows, real = jnp.arange(12), jnp.ones(12, bool)
 
-  # 30 Adam steps as one lax.scan over stacked batches (here the same batch each time).
-  @jax.jit
-  def run(state, batches, keys):
-    return jax.lax.scan(lambda s, xs: train_step(s, xs[0], xs[1]), state, (batches, keys))
+  def train_step(state, key):
+    return pretrainer.train_step(state, inputs, rows, real, key)
 
-  batches = jax.tree.map(lambda a: jnp.stack([a] * 30), inputs)
-  final, terms = run(state0, batches, keys)
+  # 30 Adam steps as one lax.scan (the same batch each time).
+  final, terms = jax.jit(lambda s, k: jax.lax.scan(train_step, s, k))(state0, keys)
   losses = np.asarray(terms["loss"])
   assert int(final.step) == 30
   assert np.all(np.isfinite(losses))
@@ -319,16 +330,16 @@ def test_training_decreases_loss_and_compiles_once(setup):
   step = jax.jit(train_step)
   state = state0
   for i in range(3):
-    state, step_terms = step(state, inputs, keys[i])
+    state, step_terms = step(state, keys[i])
     np.testing.assert_allclose(step_terms["loss"], losses[i], rtol=1e-4)
   assert step._cache_size() == 1
 
 
 def test_encode_items_pads_to_fixed_batches(setup):
   module, params, inputs = setup
-  features = stage1.encode_items(params, module, inputs, batch_size=4)
+  features = stage1_training.encode_items(params["params"], module, inputs, batch_size=4)
   assert features.shape == (6, 8) and features.dtype == np.float32
   np.testing.assert_allclose(features, _cls(module, params, inputs), rtol=1e-5, atol=1e-6)
-  before = stage1._encode_batch._cache_size()
-  stage1.encode_items(params, module, synthetic_items(9, seed=4), batch_size=4)
-  assert stage1._encode_batch._cache_size() == before  # same shapes: no new compile
+  before = stage1_training._encode_batch._cache_size()
+  stage1_training.encode_items(params["params"], module, synthetic_items(9, seed=4), batch_size=4)
+  assert stage1_training._encode_batch._cache_size() == before  # same shapes: no new compile

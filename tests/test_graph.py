@@ -1,6 +1,7 @@
 """Known-answer tests of the host-side graphs against dense NumPy."""
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
 from alignrec_jax import graph as graph_lib
@@ -28,19 +29,23 @@ PAIRS = [(0, 0), (0, 1), (1, 1), (2, 3), (3, 0), (3, 2), (3, 3)]  # user 4 and n
 def test_user_item_graph_matches_dense_normalization():
   graph = graph_lib.user_item_graph(_interactions(PAIRS), num_users=5, num_items=5)
   expected = _dense_normalized_adjacency(PAIRS, 5, 5)
-  np.testing.assert_allclose(graph_lib.graph_to_csr(graph).todense(), expected, atol=1e-7)
+  np.testing.assert_allclose(ref.dense(graph), expected, atol=1e-7)
   assert np.all(np.diff(graph.receivers) >= 0), "edges must be sorted by receiver"
   assert int(graph.n_edge[0]) == 2 * len(PAIRS)
-  np.testing.assert_allclose(  # symmetric: A_hat = A_hat^T
-      graph_lib.graph_to_csr(graph).transpose().todense(), expected, atol=1e-7)
+  assert graph.edges.dtype == np.float32
+  np.testing.assert_allclose(ref.dense(graph).T, expected, atol=1e-7)  # symmetric: A_hat^T
 
 
-def test_user_item_block_is_the_user_rows():
-  adjacency = graph_lib.graph_to_csr(
-      graph_lib.user_item_graph(_interactions(PAIRS), num_users=5, num_items=5))
-  block = graph_lib.user_item_block(adjacency, num_users=5)
-  np.testing.assert_allclose(block.todense(),
-                             _dense_normalized_adjacency(PAIRS, 5, 5)[:5, 5:], atol=1e-7)
+def test_user_rows_is_r_hat():
+  graph = graph_lib.user_item_graph(_interactions(PAIRS), num_users=5, num_items=5)
+  block = graph_lib.user_rows(graph, num_users=5)
+  # Items renumbered from 0 (senders), users kept (receivers): R_hat, the user rows of A_hat.
+  assert np.all(block.receivers < 5) and np.all((0 <= block.senders) & (block.senders < 5))
+  assert int(block.n_edge[0]) == len(block.edges) == len(PAIRS)
+  assert np.all(np.diff(block.receivers) >= 0), "edges must be sorted by receiver"
+  np.testing.assert_allclose(
+    ref.dense(block, (5, 5)), _dense_normalized_adjacency(PAIRS, 5, 5)[:5, 5:], atol=1e-7
+  )
 
 
 def _dense_knn(features, k, include_self):
@@ -66,25 +71,33 @@ def _dense_knn(features, k, include_self):
 def test_knn_graph_matches_dense(include_self):
   rng = np.random.default_rng(0)
   feats = rng.normal(size=(13, 6)).astype(np.float32)
-  got = graph_lib.knn_graph(feats, k=4, include_self=include_self, block_size=5).todense()
-  np.testing.assert_allclose(got, _dense_knn(feats, 4, include_self), atol=1e-6)
+  graph = graph_lib.knn_graph(feats, k=4, include_self=include_self, block_size=5)
+  np.testing.assert_allclose(ref.dense(graph), _dense_knn(feats, 4, include_self), atol=1e-6)
+  # Edge j -> i for each of row i's neighbours j, sorted by (i, j).
+  np.testing.assert_array_equal(graph.receivers, np.repeat(np.arange(13), 4))
+  assert np.all(np.diff(graph.senders.reshape(13, 4), axis=1) > 0)
+  assert (int(graph.n_node[0]), int(graph.n_edge[0])) == (13, 13 * 4)
 
 
 def test_knn_graph_duplicates_ties_negatives_and_zero_rows():
-  feats = np.array([
-      [1.0, 0.0],   # 0
-      [1.0, 0.0],   # 1 duplicate of 0
-      [2.0, 0.0],   # 2 same direction: cosine exactly 1 with 0 and 1
+  feats = np.array(
+    [
+      [1.0, 0.0],  # 0
+      [1.0, 0.0],  # 1 duplicate of 0
+      [2.0, 0.0],  # 2 same direction: cosine exactly 1 with 0 and 1
       [-1.0, 0.0],  # 3 opposite: every other cosine negative
-      [0.0, 0.0],   # 4 zero row: cosine 0 with everything
-      [0.0, 1.0],   # 5
-  ], np.float32)
-  csr = graph_lib.knn_graph(feats, k=3, include_self=True, block_size=4)
-  neighbours = csr.indices.reshape(6, 3)
+      [0.0, 0.0],  # 4 zero row: cosine 0 with everything
+      [0.0, 1.0],  # 5
+    ],
+    np.float32,
+  )
+  graph = graph_lib.knn_graph(feats, k=3, include_self=True, block_size=4)
+  np.testing.assert_array_equal(graph.receivers, np.repeat(np.arange(6), 3))
+  neighbours = graph.senders.reshape(6, 3)
   # Self first, then ties by lower id: item 2 keeps itself, then 0 and 1.
   assert sorted(neighbours[2].tolist()) == [0, 1, 2]
   assert sorted(neighbours[1].tolist()) == [0, 1, 2]
-  dense = csr.todense()
+  dense = ref.dense(graph)
   assert np.all(np.isfinite(dense)), "no NaN from negative or zero degree rows"
   np.testing.assert_allclose(dense, _dense_knn(feats, 3, True), atol=1e-6)
   # Row 3's kept weights are 1 (self) + two cosines <= 0 (ties by lower id: items 4 and 5 have
@@ -96,8 +109,9 @@ def test_knn_graph_is_independent_of_block_size():
   feats = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
   a = graph_lib.knn_graph(feats, k=5, block_size=7)
   b = graph_lib.knn_graph(feats, k=5, block_size=64)
-  np.testing.assert_array_equal(a.indices, b.indices)
-  np.testing.assert_allclose(a.data, b.data, atol=1e-7)
+  np.testing.assert_array_equal(a.senders, b.senders)
+  np.testing.assert_array_equal(a.receivers, b.receivers)
+  np.testing.assert_allclose(a.edges, b.edges, atol=1e-7)
 
 
 def test_knn_graph_rejects_bad_k():

@@ -6,20 +6,25 @@ import numpy as np
 import numpy_reference as ref
 import pytest
 
-from alignrec_jax import losses
+from alignrec_jax.objectives import losses
 
 RNG = np.random.default_rng(0)
 B, D, F = 7, 5, 9
 
 
 def _data():
-  return (RNG.normal(size=(B, D)), RNG.normal(size=(B, D)), RNG.normal(size=(B, D)),
-          RNG.normal(size=(B, F)))
+  return (
+    RNG.normal(size=(B, D)),
+    RNG.normal(size=(B, D)),
+    RNG.normal(size=(B, D)),
+    RNG.normal(size=(B, F)),
+  )
 
 
 def _pad(x, rows=3):
-  return jnp.concatenate([jnp.asarray(x, jnp.float32),
-                          jnp.asarray(RNG.normal(size=(rows,) + x.shape[1:]), jnp.float32)])
+  return jnp.concatenate(
+    [jnp.asarray(x, jnp.float32), jnp.asarray(RNG.normal(size=(rows,) + x.shape[1:]), jnp.float32)]
+  )
 
 
 ONES = jnp.ones(B)
@@ -29,11 +34,13 @@ PAD_MASK = jnp.concatenate([jnp.ones(B), jnp.zeros(3)])
 def test_bpr():
   pos, neg = RNG.normal(size=B), RNG.normal(size=B)
   expected = -np.mean(np.log(1 / (1 + np.exp(-(pos - neg)))))
-  np.testing.assert_allclose(losses.bpr(pos_scores=pos, neg_scores=neg, mask=ONES), expected,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.bpr(pos_scores=pos, neg_scores=neg, mask=ONES), expected, rtol=1e-6
+  )
   expected_eps = -np.mean(np.log(1e-10 + 1 / (1 + np.exp(-(pos - neg)))))
   np.testing.assert_allclose(
-      losses.bpr(pos_scores=pos, neg_scores=neg, mask=ONES, eps=1e-10), expected_eps, rtol=1e-6)
+    losses.bpr(pos_scores=pos, neg_scores=neg, mask=ONES, eps=1e-10), expected_eps, rtol=1e-6
+  )
 
 
 def test_half_squared_norms_divides_by_the_configured_batch():
@@ -53,8 +60,9 @@ def test_frobenius_norms_divide_by_real_rows():
 def test_cosine_alignment():
   u, p, _, _ = _data()
   expected = 1 - np.mean(np.sum(ref.normalize(u) * ref.normalize(p), -1))
-  np.testing.assert_allclose(losses.cosine_alignment(users=_pad(u), items=_pad(p),
-                                                     mask=PAD_MASK), expected, rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.cosine_alignment(users=_pad(u), items=_pad(p), mask=PAD_MASK), expected, rtol=1e-6
+  )
 
 
 def test_info_nce_one_direction_with_duplicates():
@@ -74,8 +82,7 @@ def test_similarity_preservation_gram_form_equals_the_dense_definition():
   expected = np.linalg.norm(x - y) / B
   got = losses.similarity_preservation(embeddings=_pad(e), features=_pad(f), mask=PAD_MASK)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
-  dense = losses.similarity_preservation_dense(embeddings=_pad(e), features=_pad(f),
-                                               mask=PAD_MASK)
+  dense = ref.similarity_preservation_dense(embeddings=_pad(e), features=_pad(f), mask=PAD_MASK)
   np.testing.assert_allclose(dense, expected, rtol=1e-5)
 
 
@@ -94,11 +101,12 @@ def test_similarity_preservation_at_batch_scale_and_target_detached(feature_dim)
   f = jnp.asarray(RNG.normal(size=(512, feature_dim)), jnp.float32)
   mask = jnp.ones(512)
   gram = jax.value_and_grad(
-      lambda e, f: losses.similarity_preservation(embeddings=e, features=f, mask=mask),
-      argnums=(0, 1))
+    lambda e, f: losses.similarity_preservation(embeddings=e, features=f, mask=mask), argnums=(0, 1)
+  )
   dense = jax.value_and_grad(
-      lambda e, f: losses.similarity_preservation_dense(embeddings=e, features=f, mask=mask),
-      argnums=(0, 1))
+    lambda e, f: ref.similarity_preservation_dense(embeddings=e, features=f, mask=mask),
+    argnums=(0, 1),
+  )
   (v1, (ge1, gf1)), (v2, (ge2, _)) = gram(e, f), dense(e, f)
   np.testing.assert_allclose(v1, v2, rtol=1e-4)
   np.testing.assert_allclose(ge1, ge2, rtol=1e-3, atol=1e-6)
@@ -141,8 +149,7 @@ def test_info_nce_hand_written_gradient_matches_autodiff(temperature):
     return 3.0 * losses.info_nce(anchors=a, positives=b, temperature=temperature, mask=mask)
 
   def slow(a, b):
-    return 3.0 * losses.info_nce_reference(anchors=a, positives=b, temperature=temperature,
-                                           mask=mask)
+    return 3.0 * ref.info_nce_reference(anchors=a, positives=b, temperature=temperature, mask=mask)
 
   v1, g1 = jax.value_and_grad(fast, argnums=(0, 1))(a, b)
   v2, g2 = jax.value_and_grad(slow, argnums=(0, 1))(a, b)

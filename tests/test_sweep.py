@@ -8,30 +8,50 @@ import sys
 import numpy as np
 import pytest
 
-from alignrec_jax import sweep
+from alignrec_jax.errors import ConfigError
+from alignrec_jax.experiments import sweep
+from benchmarks import collect_sweep
+from configs import test as test_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_parse_grid_is_the_product_in_order():
-  grid = sweep.parse_grid(["optim.lr=1e-3,5e-4", "loss.cl_weight=0.01,0.1"])
-  assert grid == [(("optim.lr", "1e-3"), ("loss.cl_weight", "0.01")),
-                  (("optim.lr", "1e-3"), ("loss.cl_weight", "0.1")),
-                  (("optim.lr", "5e-4"), ("loss.cl_weight", "0.01")),
-                  (("optim.lr", "5e-4"), ("loss.cl_weight", "0.1"))]
+  grid = sweep.parse_grid(["optim.lr=1e-3,5e-4", "model.alignrec.loss.cl_weight=0.01,0.1"])
+  assert grid == [(("optim.lr", "1e-3"), ("model.alignrec.loss.cl_weight", "0.01")),
+                  (("optim.lr", "1e-3"), ("model.alignrec.loss.cl_weight", "0.1")),
+                  (("optim.lr", "5e-4"), ("model.alignrec.loss.cl_weight", "0.01")),
+                  (("optim.lr", "5e-4"), ("model.alignrec.loss.cl_weight", "0.1"))]
   assert sweep.parse_grid([]) == [()]
   with pytest.raises(ValueError, match="FIELD=V1,V2"):
     sweep.parse_grid(["optim.lr"])
 
 
-def test_runs_have_distinct_folders_and_flags():
+def test_runs_have_distinct_folders_and_configs():
   runs = sweep.make_runs({"raw": ["/d/a.npy", "/d/b.npy"], "stage1": ["/w/s.npy"]},
-                         sweep.parse_grid(["optim.lr=1e-3,5e-4"]), [1, 2])
+                         sweep.parse_grid(["optim.lr=1e-3,5e-4",
+                                           "model.alignrec.trainable_features=false"]), [1, 2])
   assert len(runs) == 8 and len({r.workdir("/root") for r in runs}) == 8
   assert [r.input_name for r in runs[:4]] == ["raw"] * 4  # an input's runs go together
-  flags = runs[0].flags("/root")
-  assert flags == ["--workdir=/root/raw/optim.lr=1e-3/seed_1", "--config.seed=1",
-                   "--config.data.features=('/d/a.npy','/d/b.npy',)", "--config.optim.lr=1e-3"]
+  assert runs[0].workdir("/root") == (
+      "/root/raw/optim.lr=1e-3,model.alignrec.trainable_features=false/seed_1")
+  base = test_config.get_config()
+  config = runs[0].config(base)
+  assert (config.seed, config.data.features, config.optim.lr) == (1, ("/d/a.npy", "/d/b.npy"),
+                                                                  1e-3)
+  assert config.model.alignrec.trainable_features is False
+  assert base.optim.lr == 1e-3 and base.model.alignrec.trainable_features  # base unchanged
+  assert runs[2].config(base).optim.lr == 5e-4
+
+
+@pytest.mark.parametrize("field, text, message", [
+    ("optim.lrate", "1", "no such config field"),
+    ("train.batch_size", "1.5", "'1.5' is not a int"),
+    ("model.alignrec.knn_include_self", "yes", "'yes' is not a bool"),
+])
+def test_a_bad_grid_field_or_value_is_a_config_error(field, text, message):
+  with pytest.raises(ConfigError, match=message):
+    sweep.override(test_config.get_config(), field, text)
 
 
 def _summary(valid, test):
@@ -71,7 +91,7 @@ def test_run_records_flatten_every_finished_run(tmp_path):
   write("raw", "optim.lr=1e-3", 1000, full)
   write("raw", "optim.lr=1e-3", 999, {"best_epoch": 0, "epochs_run": 31, **_summary(0.1, 0.2)})
   (tmp_path / "raw" / "optim.lr=5e-4" / "seed_999").mkdir(parents=True)  # unfinished: no summary
-  records = sweep.run_records(str(tmp_path), "ml100k")
+  records = collect_sweep.run_records(str(tmp_path), "ml100k")
   assert [r["seed"] for r in records] == [999, 1000]  # sorted numerically, unfinished left out
   assert records[1] == {"dataset": "ml100k", "input": "raw", "setting": "optim.lr=1e-3",
                         "seed": 1000, "best_epoch": 12, "epochs_run": 43,
@@ -96,7 +116,7 @@ def test_sweep_launcher_end_to_end(tmp_path):
   assert result["inputs"]["image"][0].endswith("image_feat.npy")
   assert len(result["inputs"]["raw"]) == 2
   assert "image" in first.stdout and "raw" in first.stdout
-  records = sweep.run_records(str(tmp_path / "runs"), "synthetic")
+  records = collect_sweep.run_records(str(tmp_path / "runs"), "synthetic")
   assert [(r["input"], r["seed"]) for r in records] == [("image", 3), ("raw", 3)]
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   assert "2 finished already, 0 to go" in again.stderr

@@ -8,12 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from alignrec_jax.data import combine_features, load_mmrec, make_synthetic, prepare_synthetic
-from alignrec_jax.data.synthetic import (
-    META_FILE,
-    make_synthetic_with_truth,
-    mmrec_split_sizes,
-    write_mmrec,
+from alignrec_jax.data import combine_features, load_mmrec
+from alignrec_jax.data.dataset import mmrec_split_sizes
+from alignrec_jax.data.prepare.synthetic import (
+  META_FILE,
+  make_synthetic,
+  make_synthetic_with_truth,
+  prepare_synthetic,
+  write_mmrec,
 )
 
 SMALL = dict(num_users=300, num_items=200, mean_user_interactions=12.0, seed=5)
@@ -50,7 +52,9 @@ def test_default_size_and_speed(default_data):
   n = sum(len(ds.split(s)) for s in ("train", "valid", "test"))
   assert 25 * 2000 < n < 35 * 2000
   assert [(k, v.shape, v.dtype) for k, v in ds.features.items()] == [
-      ("image_feat", (1000, 256), np.float32), ("text_feat", (1000, 128), np.float32)]
+    ("image_feat", (1000, 256), np.float32),
+    ("text_feat", (1000, 128), np.float32),
+  ]
   # About 0.4 s alone; the bound is loose because the test machine's cores are shared.
   assert seconds < 4.0
 
@@ -93,7 +97,7 @@ def test_every_item_gets_training_even_when_sparse():
   # Few, short users and a steep popularity curve: as drawn, 44 of the 300 items have no
   # training row and 25 of those none at all; both kinds must be fixed without breaking the split.
   ds, _ = make_synthetic_with_truth(
-      num_users=100, num_items=300, mean_user_interactions=9.0, popularity_exponent=2.0, seed=1
+    num_users=100, num_items=300, mean_user_interactions=9.0, popularity_exponent=2.0, seed=1
   )
   assert np.bincount(ds.train.items, minlength=300).min() >= 1
   users, items = _all_rows(ds)

@@ -1,4 +1,4 @@
-"""Training end to end on tiny data: one compile per epoch function, resume, divergence."""
+"""Stage-2 training end to end on tiny data: one compile per epoch, resume, divergence."""
 
 import json
 import os
@@ -10,11 +10,11 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
 
-from alignrec_jax import models, train
-from alignrec_jax.checkpoint import Checkpointer
-from alignrec_jax.experiment import build as build_experiment
+from alignrec_jax.evaluation import shortest_history_users
+from alignrec_jax.training import loop, stage2
+from alignrec_jax.training.checkpoint import Checkpointer
+from configs import test as test_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,18 +38,20 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def _config(**train):
+  config = test_config.get_config()
+  config.train.update(train)
+  return config
+
+
 def test_epoch_compiles_once_and_keeps_params_finite(tmp_path):
-  config = tiny_config()
-  exp = build_experiment(config, str(tmp_path))
+  config = _config()
+  exp = stage2.build_experiment(config, str(tmp_path))
   n_train = len(exp.dataset.train)
   assert n_train % config.train.batch_size != 0, "the tiny data must exercise a partial batch"
-  module, objective = models.build(config.model, num_users=exp.dataset.num_users,
-                                   num_items=exp.dataset.num_items)
-  params = train.init_params(module, exp.train_data, jax.random.key(0), trainable_features=True)
-  state = train.create_train_state(module, params,
-                                   train.make_optimizer(config.optim, steps_per_epoch=2))
-  epoch_fn = train.make_train_epoch(module, objective, batch_size=config.train.batch_size,
-                                    num_train=n_train, loss_weights=config.loss.to_dict())
+  recommender = stage2.build_recommender(config, exp)
+  state = recommender.init_state(jax.random.key(0), exp.train_data)
+  epoch_fn = recommender.make_train_epoch()
   for epoch in range(2):
     state, terms = epoch_fn(state, exp.train_data, jax.random.key(epoch))
   assert epoch_fn._cache_size() == 1
@@ -61,21 +63,19 @@ def test_epoch_compiles_once_and_keeps_params_finite(tmp_path):
 
 
 def test_frozen_features_are_not_parameters(tmp_path):
-  config = tiny_config()
-  config.model.trainable_features = False
-  exp = build_experiment(config, str(tmp_path))
-  module, _ = models.build(config.model, num_users=exp.dataset.num_users,
-                           num_items=exp.dataset.num_items)
-  params = train.init_params(module, exp.train_data, jax.random.key(0), trainable_features=False)
-  assert set(params) == {"net"}
+  config = _config()
+  config.model.alignrec.trainable_features = False
+  exp = stage2.build_experiment(config, str(tmp_path))
+  state = stage2.build_recommender(config, exp).init_state(jax.random.key(0), exp.train_data)
+  assert set(state.params) == {"net"}
 
 
 def test_resumed_run_ends_bit_identical(tmp_path):
-  config = tiny_config(**{"train.max_epochs": 4})
-  full = train.train_and_evaluate(config, str(tmp_path / "full"))
-  half = tiny_config(**{"train.max_epochs": 2})
-  train.train_and_evaluate(half, str(tmp_path / "resumed"))
-  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  config = _config(max_epochs=4)
+  full = stage2.train_and_evaluate(config, str(tmp_path / "full"))
+  half = _config(max_epochs=2)
+  stage2.train_and_evaluate(half, str(tmp_path / "resumed"))
+  resumed = stage2.train_and_evaluate(config, str(tmp_path / "resumed"))
   epoch_a, params_a = _params_of_last_checkpoint(str(tmp_path / "full"))
   epoch_b, params_b = _params_of_last_checkpoint(str(tmp_path / "resumed"))
   assert epoch_a == epoch_b == 3
@@ -87,13 +87,13 @@ def test_resumed_run_ends_bit_identical(tmp_path):
 
 def test_sparse_checkpoints_replay_the_epochs_after_them(tmp_path):
   import shutil
-  config = tiny_config(**{"train.max_epochs": 5, "train.checkpoint_every": 3})
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  config = _config(max_epochs=5, checkpoint_every=3)
+  summary = stage2.train_and_evaluate(config, str(tmp_path))
   checkpoints = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
   assert checkpoints == [2, 4]  # every 3rd epoch, and the last
   _, params = _params_of_last_checkpoint(str(tmp_path))
   shutil.rmtree(tmp_path / "checkpoints" / "4")  # killed during epoch 4: epochs 3, 4 are redone
-  again = train.train_and_evaluate(config, str(tmp_path))
+  again = stage2.train_and_evaluate(config, str(tmp_path))
   _, replayed = _params_of_last_checkpoint(str(tmp_path))
   _assert_trees_equal(params, replayed)
   assert again["test"] == summary["test"]
@@ -102,29 +102,29 @@ def test_sparse_checkpoints_replay_the_epochs_after_them(tmp_path):
 
 
 def test_lightgcn_trains(tmp_path):
-  config = tiny_config(**{"train.max_epochs": 2})
+  config = _config(max_epochs=2)
   config.model.name = "lightgcn"
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = stage2.train_and_evaluate(config, str(tmp_path))
   assert summary["epochs_run"] == 2 and 0 < summary["test"]["recall@20"] <= 1
 
 
 def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
-  train.train_and_evaluate(tiny_config(**{"train.max_epochs": 1}), str(tmp_path))
+  stage2.train_and_evaluate(_config(max_epochs=1), str(tmp_path))
   _, good = _params_of_last_checkpoint(str(tmp_path))
-  exploding = tiny_config(**{"train.max_epochs": 3, "optim.lr": 1e30})
-  with pytest.raises(train.TrainingDiverged, match="epoch 1"):
-    train.train_and_evaluate(exploding, str(tmp_path))
+  exploding = _config(max_epochs=3)
+  exploding.optim.lr = 1e30
+  with pytest.raises(loop.TrainingDiverged, match="epoch 1"):
+    stage2.train_and_evaluate(exploding, str(tmp_path))
   epoch, kept = _params_of_last_checkpoint(str(tmp_path))
   assert epoch == 0
   _assert_trees_equal(good, kept)
 
 
 def test_short_history_users_are_reported_at_the_best_epoch(tmp_path):
-  from alignrec_jax import feature_quality
-  config = tiny_config(**{"train.max_epochs": 2})
-  summary = train.train_and_evaluate(config, str(tmp_path))
-  exp = build_experiment(config, str(tmp_path))
-  users = feature_quality.shortest_history_users(exp.dataset, 0.2)
+  config = _config(max_epochs=2)
+  summary = stage2.train_and_evaluate(config, str(tmp_path))
+  exp = stage2.build_experiment(config, str(tmp_path))
+  users = shortest_history_users(exp.dataset, 0.2)
   for split in ("valid", "test"):
     heldout = exp.dataset.split(split)
     expected = len(np.intersect1d(np.unique(heldout.users), users))
@@ -134,10 +134,11 @@ def test_short_history_users_are_reported_at_the_best_epoch(tmp_path):
 
 
 def test_early_stopping_state_survives_a_resume(tmp_path):
-  config = tiny_config(**{"train.max_epochs": 50, "train.patience": 1, "optim.lr": 1e-6})
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  config = _config(max_epochs=50, patience=1)
+  config.optim.lr = 1e-6
+  summary = stage2.train_and_evaluate(config, str(tmp_path))
   assert summary["epochs_run"] < 50, "a tiny learning rate must stall and stop early"
-  again = train.train_and_evaluate(config, str(tmp_path))
+  again = stage2.train_and_evaluate(config, str(tmp_path))
   assert again["best_epoch"] == summary["best_epoch"]
   assert again["test"] == summary["test"]
 
@@ -163,3 +164,67 @@ def test_killed_launcher_resumes_to_the_same_parameters(tmp_path):
   epoch_b, params_b = _params_of_last_checkpoint(str(tmp_path / "clean"))
   assert epoch_a == epoch_b == 4
   _assert_trees_equal(params_a, params_b)
+
+
+def test_summary_exists_only_for_a_finished_run(tmp_path, monkeypatch):
+  stage2.train_and_evaluate(_config(max_epochs=1), str(tmp_path))
+  first = loop.read_summary(str(tmp_path))
+  assert first["epochs_run"] == 1 and first["config"]["train"]["max_epochs"] == 1
+
+  # Resumed for more epochs, the run is unfinished until it ends: killed during epoch 1, it
+  # leaves no summary (the stale one is gone before training goes on).
+  def killed_epoch(self):
+    def epoch(state, data, key):
+      assert not (tmp_path / "summary.json").exists()
+      raise KeyboardInterrupt
+
+    return epoch
+
+  with monkeypatch.context() as patch:
+    patch.setattr(stage2.Recommender, "make_train_epoch", killed_epoch)
+    with pytest.raises(KeyboardInterrupt):
+      stage2.train_and_evaluate(_config(max_epochs=2), str(tmp_path))
+  assert loop.read_summary(str(tmp_path)) is None
+  summary = stage2.train_and_evaluate(_config(max_epochs=2), str(tmp_path))
+  assert loop.read_summary(str(tmp_path)) == json.loads(json.dumps(summary))
+  assert summary["epochs_run"] == 2
+  assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_field_nothing_reads_is_an_error_naming_it(tmp_path):
+  from alignrec_jax.errors import ConfigError
+  config = _config()
+  config.model.alignrec.loss.cl_wieght = 0.1  # a typo in a config file adds a field
+  with pytest.raises(ConfigError, match=r"config\.model\.alignrec\.loss: unknown field\(s\) "
+                                        r"cl_wieght"):
+    stage2.train_and_evaluate(config, str(tmp_path))
+  config = _config()
+  config.model.lightgcn.knn_k = 5  # LightGCN builds no kNN graph
+  config.model.name = "lightgcn"
+  with pytest.raises(ConfigError, match=r"config\.model\.lightgcn: unknown field\(s\) knn_k"):
+    stage2.train_and_evaluate(config, str(tmp_path))
+  config = _config()
+  config.model.name = "lightgnc"
+  with pytest.raises(ConfigError, match="unknown model 'lightgnc'"):
+    stage2.train_and_evaluate(config, str(tmp_path))
+  assert not os.listdir(tmp_path), "nothing is built or written for a bad config"
+
+
+def test_a_workdir_of_an_older_format_is_refused_in_one_line(tmp_path):
+  """A checkpoint written before the current format: one plain line, exit status 1."""
+  import orbax.checkpoint as ocp
+  manager = ocp.CheckpointManager(str(tmp_path / "checkpoints"),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({"x": np.zeros(2)}),
+                                          meta=ocp.args.JsonSave({"epoch": 0})))
+  manager.wait_until_finished()
+  manager.close()
+  flags = ["--config.data.synthetic.num_users=120", "--config.data.synthetic.num_items=80",
+           "--config.data.synthetic.mean_user_interactions=12", "--config.train.max_epochs=1"]
+  result = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/default.py",
+                           f"--workdir={tmp_path}", *flags], cwd=REPO, capture_output=True,
+                          text=True)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "format 1" in last and "new --workdir" in last

@@ -9,10 +9,6 @@ import numpy as np
 SPLITS = ("train", "valid", "test")
 
 
-class DataError(ValueError):
-  """Bad input data: the message names the file, the line or column, and what was expected."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Interactions:
   """(user, item) pairs of one split, int32, in file order."""
@@ -60,3 +56,20 @@ class Dataset:
         f"features: {feats}; users with held-out but no training interactions: "
         f"{self.num_users_without_train} ({self.num_heldout_dropped} held-out rows excluded)"
     )
+
+
+def mmrec_split_sizes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """MMRec's per-user (train, valid, test) sizes for users with n interactions each.
+
+  Args:
+    n: [num_users] int counts, each >= 3.
+
+  Returns:
+    (train, valid, test) int arrays [num_users].
+  """
+  # int(0.2 * n) == n // 5 for every integer n: 0.2 as a double is slightly above 1/5, so the
+  # rounded product never falls below the exact (representable) n / 5.
+  held_out = n // 5
+  valid = np.where(n < 10, 1, held_out // 2)
+  test = np.where(n < 10, 1, held_out - held_out // 2)
+  return n - valid - test, valid, test

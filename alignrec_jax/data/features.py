@@ -1,25 +1,60 @@
-"""Item features for stage 2: combining raw modalities, and random features for graph-only data."""
+"""Item arrays: the checked `.npy` loader, stage 2's combined feature F, random features."""
 
 from __future__ import annotations
 
+import os
+import pathlib
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 
+from alignrec_jax.errors import DataError
+from alignrec_jax.normalize import l2_normalize_rows
 
-def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
-  """Scales each row to unit L2 norm; a zero row stays zero (no NaN).
+
+def load_item_array(path: str | os.PathLike[str], *, kind: Literal["float", "int"],
+                    num_items: int | None = None) -> np.ndarray:
+  """A 2-D per-item `.npy` array [rows, dim], row i = item i, checked; writes nothing.
 
   Args:
-    x: [n, d] array.
+    path: the file.
+    kind: "float" (converted to float32, every value finite) or "int" (any integer dtype).
+    num_items: the rows it must have (None: any).
 
-  Returns:
-    float32 [n, d] array.
+  Raises:
+    DataError: naming the file and, for a bad value, its row and column.
   """
-  # The norm is taken in float64: raw audio rows (norm ~1.5e3) square to ~2e6 per row, where
-  # float32 accumulation loses digits that the normalised values would then carry.
-  norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
-  return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+  path = pathlib.Path(path)
+  if path.suffix != ".npy":
+    raise DataError(f"{path}: item arrays must be .npy files (got suffix {path.suffix!r})")
+  if not path.is_file():
+    raise DataError(f"{path}: file not found")
+  try:
+    array = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError) as e:
+    raise DataError(f"{path}: not a readable .npy array (truncated or corrupt?): {e}") from e
+  if not isinstance(array, np.ndarray):
+    raise DataError(f"{path}: expected a single .npy array, got {type(array).__name__}")
+  if array.ndim != 2 or array.shape[1] == 0:
+    raise DataError(f"{path}: expected a 2-D array [items, dim] with dim >= 1, got shape "
+                    f"{array.shape}")
+  if num_items is not None and array.shape[0] != num_items:
+    raise DataError(f"{path}: {array.shape[0]} rows, expected one per item ({num_items})")
+  if kind == "int":
+    if not np.issubdtype(array.dtype, np.integer):
+      raise DataError(f"{path}: expected an integer array, got dtype {array.dtype}")
+    return array
+  if not np.issubdtype(array.dtype, np.floating):
+    raise DataError(f"{path}: expected a floating-point array, got dtype {array.dtype}")
+  with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported below
+    array = np.asarray(array, dtype=np.float32)
+  finite = np.isfinite(array)
+  if not finite.all():
+    row, col = (int(v) for v in np.argwhere(~finite)[0])
+    raise DataError(f"{path}: row {row} (itemID {row}), column {col}: expected finite values, "
+                    f"got {array[row, col]} (after conversion to float32)")
+  return array
 
 
 def combine_features(

@@ -1,4 +1,4 @@
-"""What the stage-2 models share: the graph operators, the batch, and PyTorch-equal initialisers.
+"""What the stage-2 models share: the graph operators, their output, PyTorch-equal initialisers.
 
 Early-epoch parity with the authors' PyTorch code depends on matching its initialisation:
 embedding tables are Xavier-uniform, Linear layers use PyTorch's default (weight and bias uniform
@@ -8,10 +8,9 @@ in +-1/sqrt(fan_in)).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -46,16 +45,10 @@ class Graphs:
   item_knn: SparseOperator | None = None
 
 
-class Batch(NamedTuple):
-  """B training triples; `mask` is 0 on the padding of the last partial batch."""
-
-  users: jax.Array  # [B] int32
-  pos_items: jax.Array  # [B] int32
-  neg_items: jax.Array  # [B] int32
-  mask: jax.Array  # [B] float32
-
-
-@flax.struct.dataclass
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=("ego", "ids", "content_users", "content_items"),
+                   meta_fields=("num_users",))
+@dataclasses.dataclass(frozen=True)
 class Embeddings:
   """Node representations, users [0, U) then items [U, U + I), kept as whole tables.
 
@@ -69,7 +62,7 @@ class Embeddings:
   ids: jax.Array  # [U + I, d] the ID branch (LightGCN) C
   content_users: jax.Array | None  # [U, d] the content branch M_u (AlignRec only)
   content_items: jax.Array | None  # [I, d] M_i
-  num_users: int = flax.struct.field(pytree_node=False)
+  num_users: int
 
   def user_rows(self, users: jax.Array) -> jax.Array:
     """z_u for the given users: [B] -> [B, d]."""

@@ -6,8 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alignrec_jax import losses
-from alignrec_jax.models.common import Batch, Embeddings, Graphs, xavier_uniform
+from alignrec_jax.models.common import Embeddings, Graphs, xavier_uniform
 from alignrec_jax.propagation import lightgcn
 
 
@@ -51,18 +50,3 @@ class LightGCN(nn.Module):
                             name="ids")(graphs)
     return Embeddings(ego=ego, ids=ids, content_users=None, content_items=None,
                       num_users=self.num_users)
-
-
-def lightgcn_objective(emb: Embeddings, features: jax.Array | None, batch: Batch, *,
-                       reg_weight: float, **unused) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """MMRec's LightGCN loss: BPR (with its 1e-10) + reg_weight * Frobenius norms of ego rows / B."""
-  del features, unused
-  zu = emb.user_rows(batch.users)
-  zp = emb.item_rows(batch.pos_items)
-  zn = emb.item_rows(batch.neg_items)
-  bpr = losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1),
-                   mask=batch.mask, eps=1e-10)
-  reg = reg_weight * losses.frobenius_norms(
-      emb.ego[batch.users], emb.ego[emb.num_users + batch.pos_items],
-      emb.ego[emb.num_users + batch.neg_items], mask=batch.mask)
-  return bpr + reg, {"bpr": bpr, "reg": reg}

@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import math
 import os
-import pathlib
 import re
 from collections.abc import Mapping, Sequence
 
@@ -28,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from alignrec_jax.data.dataset import DataError
+from alignrec_jax.errors import AssetError
+from alignrec_jax.normalize import l2_normalize
 from alignrec_jax.text import assets
-from alignrec_jax.text.safetensors_io import read_safetensors
 
 # Each bucket costs one compilation (~1.5 s on CPU); 96 and 192 cut lfm2k's padded tokens from
 # 1.37x to 1.22x the real ones, a net saving of ~10% of the encoding time.
@@ -167,10 +166,6 @@ def mean_pool(states: jax.Array, mask: jax.Array) -> jax.Array:
   return (states * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1e-9)
 
 
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """Rows of `x` [b, d] divided by max(norm, eps), as torch.nn.functional.normalize."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
-
 
 # ---------------------------------------------------------------------------------------------
 # Weights: PyTorch BertModel names -> the Flax params pytree.
@@ -247,10 +242,28 @@ def params_from_tensors(tensors: Mapping[str, np.ndarray], config: BertConfig, *
   return traverse_util.unflatten_dict(filled)
 
 
+def read_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+  """Every tensor of a `.safetensors` file as a NumPy array (the `safetensors` package, no torch).
+
+  Raises:
+    AssetError: the file is missing, truncated or not safetensors; the message names it.
+  """
+  try:
+    from safetensors.numpy import load_file  # the `text` extra, like tokenizers
+  except ImportError as e:
+    raise ImportError("the MiniLM text encoder needs the `safetensors` package: "
+                      "pip install -e '.[text]'") from e
+  try:
+    return load_file(os.fspath(path))
+  except Exception as e:  # the package raises its own SafetensorsError, OSError or ValueError
+    raise AssetError(f"{path}: not a readable safetensors file ({e}); delete it to fetch the "
+                     "model again") from e
+
+
 def load_bert(path: str | os.PathLike[str], *, num_heads: int = 12,
               layer_norm_eps: float = 1e-12) -> tuple[BertConfig, dict]:
   """(config, Flax params) from a BERT `model.safetensors`."""
-  tensors = read_safetensors(path)
+  tensors = read_tensors(path)
   config = BertConfig.from_tensors(tensors, num_heads=num_heads, layer_norm_eps=layer_norm_eps)
   return config, params_from_tensors(tensors, config, source=os.fspath(path))
 
@@ -262,66 +275,8 @@ def load_tokenizer(path: str | os.PathLike[str]):
     import tokenizers
   except ImportError as e:
     raise ImportError("the MiniLM text encoder needs the `tokenizers` package: "
-                      "pip install tokenizers") from e
+                      "pip install -e '.[text]'") from e
   return tokenizers.Tokenizer.from_file(os.fspath(path))
-
-
-# ---------------------------------------------------------------------------------------------
-# Item texts.
-
-
-def space_after_commas(text: str) -> str:
-  """`text` with each ',' followed by a space, the recipe behind the datasets' `text_feat.npy`.
-
-  The item texts are comma-joined tags ("chill,dance,electro"). BERT's pre-tokenizer splits at
-  punctuation, so this does not change MiniLM's tokens; it is kept so that the recipe is followed
-  literally and encoders whose tokenizers do care see the same input.
-  """
-  return text.replace(",", ", ")
-
-
-def load_item_texts(path: str | os.PathLike[str], *, comma_space: bool = True) -> list[str]:
-  """Item texts from a TSV with header `itemID<TAB>text`, indexed by item id.
-
-  Args:
-    path: the file; UTF-8, one row per item, ids 0..n-1 each exactly once (in any order). The text
-      is everything after the first tab, kept as is (no quoting rules).
-    comma_space: apply `space_after_commas` to each text.
-
-  Returns:
-    texts[i] is item i's text.
-
-  Raises:
-    DataError: naming the file and the 1-based line (the header is line 1).
-  """
-  path = pathlib.Path(path)
-  try:
-    # newline="" keeps lines whole: str.splitlines would also split at \x1c, \x85, \u2028, ...
-    with open(path, encoding="utf-8", newline="") as f:
-      lines = f.read().split("\n")
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: not UTF-8 text ({e})") from None
-  except OSError as e:
-    raise DataError(f"{path}: cannot read the item text file ({e})") from None
-  lines = [line.removesuffix("\r") for line in lines]
-  if lines and lines[-1] == "":
-    lines.pop()  # the final newline
-  if not lines or lines[0].split("\t") != ["itemID", "text"]:
-    header = repr(lines[0][:60]) if lines else "nothing"
-    raise DataError(f"{path}:1: expected the header 'itemID<TAB>text', found {header}")
-  texts: list[str | None] = [None] * (len(lines) - 1)
-  for number, line in enumerate(lines[1:], start=2):
-    item, tab, text = line.partition("\t")
-    if not tab:
-      raise DataError(f"{path}:{number}: expected 'itemID<TAB>text', found no tab")
-    # isdecimal also accepts non-ASCII digits; ids are plain 0-9.
-    if not (item.isascii() and item.isdecimal()) or int(item) >= len(texts):
-      raise DataError(f"{path}:{number}: item id {item[:20]!r} is not an integer in "
-                      f"0..{len(texts) - 1} (ids must be 0..n-1 for the file's n rows)")
-    if texts[int(item)] is not None:
-      raise DataError(f"{path}:{number}: item id {int(item)} appears a second time")
-    texts[int(item)] = space_after_commas(text) if comma_space else text
-  return texts  # type: ignore[return-value]  # n rows with n distinct ids in 0..n-1 fill all
 
 
 # ---------------------------------------------------------------------------------------------

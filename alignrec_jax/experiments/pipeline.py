@@ -1,8 +1,9 @@
 """Both stages in one call: stage 1's item features, then stage 2 trained on them.
 
-WORKDIR/stage1 holds stage 1's run (`pretraining.run_pretraining`); WORKDIR/stage2 is an
-ordinary stage-2 run (`train.train_and_evaluate`) whose feature file is stage 1's output. Each
-stage resumes from its checkpoints; stage 2 starts over whenever its input features changed.
+WORKDIR/stage1 holds stage 1's run (`training.stage1.run_stage1`); WORKDIR/stage2 is an
+ordinary stage-2 run (`runs.stage2`) whose feature file is stage 1's output. Each stage resumes
+from its checkpoints (a finished one is read back); stage 2 starts over whenever its input
+features changed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 
 import ml_collections
 
-from alignrec_jax import experiment, pretraining, reporting, train
+from alignrec_jax import files
 from alignrec_jax.data import load_mmrec
+from alignrec_jax.experiments import runs
+from alignrec_jax.training import reporting, stage1, stage2
 
 _INPUT_DIGEST = "stage1_feat.sha256"
 
@@ -41,21 +44,20 @@ def prepare_stage2_workdir(directory: str, features_path: str) -> None:
       reporting.log(f"stage 2: {directory} was trained on other features; starting it over")
       shutil.rmtree(directory)
   os.makedirs(directory, exist_ok=True)
-  with open(record, "w") as f:
-    f.write(digest + "\n")
+  files.atomic_write(record, digest + "\n")
 
 
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str, *,
                  redo_stage1: bool = False) -> dict[str, Any]:
-  """Stage 1, then stage 2 on its features; returns stage 2's summary (see `train`)."""
-  folder = experiment.dataset_folder(config.data, workdir)
+  """Stage 1, then stage 2 on its features; returns stage 2's summary (see `runs.stage2`)."""
+  stage2.check_config(config)  # both stages' configs, before anything is trained
+  stage1.check_config(config.stage1)
+  folder = stage2.dataset_folder(config.data, workdir)
   num_items = load_mmrec(folder, inter_file=config.data.inter_file or None).num_items
-  features = pretraining.run_pretraining(config.stage1, folder, workdir, num_items=num_items,
-                                         seed=config.seed, redo=redo_stage1)
-  stage2 = config.copy_and_resolve_references()
-  stage2.data.features = (os.path.abspath(features),)
-  stage2_dir = os.path.join(workdir, "stage2")
-  prepare_stage2_workdir(stage2_dir, features)
-  summary = train.train_and_evaluate(stage2, stage2_dir)
-  reporting.finish_run(stage2_dir, summary)
-  return summary
+  features = stage1.run_stage1(config.stage1, folder, workdir, num_items=num_items,
+                               seed=config.seed, redo=redo_stage1)
+  second = config.copy_and_resolve_references()
+  second.data.features = (os.path.abspath(features),)
+  directory = os.path.join(workdir, "stage2")
+  prepare_stage2_workdir(directory, features)
+  return runs.stage2(second, directory)

@@ -1,4 +1,4 @@
-"""The loss terms of AlignRec's stage 2 and of MMRec's LightGCN: pure, keyword-only, masked.
+"""The loss terms of AlignRec's two stages and of MMRec's LightGCN: pure, keyword-only, masked.
 
 Every function takes `mask` [B] float32 (1 for real rows, 0 for the padding of the last partial
 batch) and ignores masked rows exactly: a padded batch gives the same value and gradients as the
@@ -12,17 +12,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-_NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's eps: zero rows stay zero, no NaN.
+from alignrec_jax.normalize import l2_normalize
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def l2_normalize(x: jax.Array) -> jax.Array:
-  """Rows divided by max(norm, 1e-12). [n, dim] -> [n, dim]."""
-  norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-  return x / jnp.maximum(norm, _NORMALIZE_EPS)
 
 
 def bpr(*, pos_scores: jax.Array, neg_scores: jax.Array, mask: jax.Array,
@@ -123,17 +117,6 @@ def _normalized_info_nce_bwd(inv_tau, residuals, g):
 _normalized_info_nce.defvjp(_normalized_info_nce_fwd, _normalized_info_nce_bwd)
 
 
-def info_nce_reference(*, anchors: jax.Array, positives: jax.Array, temperature: float,
-                       mask: jax.Array) -> jax.Array:
-  """The same loss by automatic differentiation of a logsumexp, for tests of the fast one."""
-  a = l2_normalize(anchors)
-  b = l2_normalize(positives)
-  logits = (a @ b.T) / temperature
-  logits = jnp.where(mask[None, :] > 0, logits, -jnp.inf)
-  per_row = jax.nn.logsumexp(logits, axis=-1) - jnp.sum(a * b, axis=-1) / temperature
-  return _masked_mean(jnp.where(mask > 0, per_row, 0.0), mask)
-
-
 # Column-block width of the Gram identity's ||Y^T Y||^2 (see _squared_gram_norm).
 GRAM_BLOCK = 128
 
@@ -180,12 +163,3 @@ def _squared_gram_norm(y: jax.Array, block: int = GRAM_BLOCK) -> jax.Array:
     rows = y[:, start:start + width].T @ y[:, start:]  # [width, dim - start]
     total += jnp.sum(jnp.square(rows[:, :width])) + 2.0 * jnp.sum(jnp.square(rows[:, width:]))
   return total
-
-
-def similarity_preservation_dense(*, embeddings: jax.Array, features: jax.Array,
-                                  mask: jax.Array) -> jax.Array:
-  """The same value computed with the two B x B matrices (the reference's way), for tests."""
-  y = jax.lax.stop_gradient(l2_normalize(features))
-  pair_mask = mask[:, None] * mask[None, :]
-  diff = (embeddings @ embeddings.T - y @ y.T) * pair_mask
-  return jnp.sqrt(jnp.sum(diff * diff)) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,4 +1,4 @@
-"""Stage-1 pre-training of the cross-modal encoder and the item features it produces.
+"""Stage 1's objective: masked modelling and contrast between the item's modalities.
 
 The objective follows BEiT-3's spirit on our modalities:
 
@@ -26,29 +26,22 @@ learned mix of all D values, so every masked vector token regresses the whole no
 
 from __future__ import annotations
 
-import functools
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from alignrec_jax.losses import info_nce
-from alignrec_jax.models.fusion import (
-  CrossModalEncoder,
-  ModalityInput,
-  ModalitySpec,
-  token_mask,
-)
+from alignrec_jax.data.content import ModalityInput, ModalitySpec, token_mask
+from alignrec_jax.models.encoder import CrossModalEncoder
+from alignrec_jax.normalize import standardize
+from alignrec_jax.objectives.losses import info_nce
 
 Inputs = Mapping[str, ModalityInput]
 
 DEFAULT_WEIGHTS: dict[str, float] = {
   "sequence": 1.0, "categorical": 1.0, "vector": 1.0, "contrastive": 1.0, "fused": 1.0}
-_TARGET_EPS = 1e-6
 
 
 def sample_masks(key: jax.Array, inputs: Inputs, specs: Sequence[ModalitySpec],
@@ -89,9 +82,7 @@ def regression_target(spec: ModalitySpec, inp: ModalityInput) -> jax.Array:
   if spec.kind == "vector":
     values = jnp.broadcast_to(values[:, None, :], (values.shape[0], spec.num_tokens,
                                                    values.shape[1]))
-  mean = jnp.mean(values, axis=-1, keepdims=True)
-  var = jnp.var(values, axis=-1, keepdims=True)
-  return (values - mean) / jnp.sqrt(var + _TARGET_EPS)
+  return standardize(values)
 
 
 def _masked_token_loss(spec: ModalitySpec, inp: ModalityInput, prediction: jax.Array,
@@ -124,7 +115,7 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
   """The stage-1 objective on one batch.
 
   Args:
-    params: the encoder's variables ({"params": ...}).
+    params: the encoder's parameters (`module.init(...)["params"]`).
     module: the encoder.
     inputs: name -> `ModalityInput`, batch size B.
     key: PRNG key for the masks.
@@ -141,7 +132,8 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
   weights = {**DEFAULT_WEIGHTS, **(weights or {})}
   specs = module.specs
   masks = sample_masks(key, inputs, specs, mask_fraction)
-  fused, _, predictions = module.apply(params, inputs, masks, with_heads=True)
+  variables = {"params": params}
+  fused, _, predictions = module.apply(variables, inputs, masks, with_heads=True)
   terms, loss = {}, jnp.float32(0.0)
   for spec in specs:
     term = _masked_token_loss(spec, inputs[spec.name], predictions[spec.name], masks[spec.name])
@@ -158,7 +150,7 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
     # tokens with the others hidden: on ml100k the genre view is 7 tokens instead of 40.
     alone, has = {}, {}
     for name in names:
-      alone[name], _ = module.apply(params, inputs, only=name)
+      alone[name], _ = module.apply(variables, inputs, only=name)
       # An item whose modality has no real token is encoded as CLS alone: not a real view.
       has[name] = jnp.any(token_mask(spec_by_name[name], inputs[name]), axis=1)
   if pairs:
@@ -178,89 +170,3 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
     loss = loss + weights["fused"] * terms["fused"]
   terms["loss"] = loss
   return loss, terms
-
-
-@flax.struct.dataclass
-class PretrainState:
-  """The carried state of stage-1 training: a pytree (jit argument, lax.scan carry)."""
-
-  step: jax.Array
-  params: dict
-  opt_state: optax.OptState
-
-
-def init_state(module: CrossModalEncoder, optimizer: optax.GradientTransformation,
-               example_inputs: Inputs, key: jax.Array) -> PretrainState:
-  """Fresh parameters (heads included) and optimiser state."""
-  # Under jit: eager initialisation dispatches every op separately and is many times slower.
-  params = jax.jit(module.init)(key, example_inputs)
-  return PretrainState(step=jnp.zeros((), jnp.int32), params=params,
-                       opt_state=optimizer.init(params))
-
-
-def make_train_step(module: CrossModalEncoder, optimizer: optax.GradientTransformation, *,
-                    weights: Mapping[str, float] | None = None, mask_fraction: float = 0.4,
-                    temperature: float = 0.07, pairs: Sequence[tuple[str, str]] | None = None
-                    ) -> Callable[[PretrainState, Inputs, jax.Array],
-                                  tuple[PretrainState, dict[str, jax.Array]]]:
-  """A pure `(state, batch, key) -> (state, terms)`: wrap in jax.jit, or scan over batches.
-
-  Only hyper-parameters are closed over; parameters and data come in as arguments, so nothing
-  large is folded into the compiled program.
-  """
-  loss_fn = functools.partial(pretrain_loss, module=module, weights=weights,
-                              mask_fraction=mask_fraction, temperature=temperature, pairs=pairs)
-
-  def step(state: PretrainState, batch: Inputs, key: jax.Array):
-    grads, terms = jax.grad(lambda p: loss_fn(p, inputs=batch, key=key), has_aux=True)(
-        state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return PretrainState(step=state.step + 1, params=params, opt_state=opt_state), terms
-
-  return step
-
-
-@functools.partial(jax.jit, static_argnames=("module",))
-def _encode_batch(params, batch: Inputs, module: CrossModalEncoder) -> jax.Array:
-  cls, _ = module.apply(params, batch)
-  return cls
-
-
-def _pad_rows(spec: ModalitySpec, inp: ModalityInput, start: int, size: int) -> ModalityInput:
-  """Rows [start, start + size) of one modality as NumPy, padded past the end with absent rows."""
-  values = np.asarray(inp.values)
-  n = values.shape[0]
-  stop = min(start + size, n)
-  pad = size - (stop - start)
-
-  def take(array, fill):
-    rows = np.asarray(array)[start:stop]
-    if pad:
-      rows = np.concatenate([rows, np.full((pad,) + rows.shape[1:], fill, rows.dtype)])
-    return rows
-
-  present = np.ones(n, bool) if inp.present is None else inp.present
-  mask = None if inp.mask is None else take(inp.mask, False)
-  return ModalityInput(values=take(values, -1 if spec.kind == "categorical" else 0),
-                       mask=mask, present=take(present, False))
-
-
-def encode_items(params, module: CrossModalEncoder, inputs: Inputs,
-                 batch_size: int) -> np.ndarray:
-  """The CLS features of all N items: [N, output_dim] float32.
-
-  Items go through in batches of exactly `batch_size` (the last padded with absent rows), so
-  the encoder compiles once whatever N is.
-  """
-  inputs = jax.device_get(inputs)  # to the host once, not once per batch
-  n = np.asarray(next(iter(inputs.values())).values).shape[0]
-  out = []
-  for start in range(0, n, batch_size):
-    batch = {s.name: _pad_rows(s, inputs[s.name], start, batch_size) for s in module.specs}
-    out.append(np.asarray(_encode_batch(params, batch, module)))
-  return np.concatenate(out)[:n] if out else np.zeros((0, module.output_dim), np.float32)
-
-
-__all__ = ["DEFAULT_WEIGHTS", "PretrainState", "encode_items", "init_state", "make_train_step",
-           "pretrain_loss", "regression_target", "sample_masks", "symmetric_info_nce"]

@@ -23,14 +23,92 @@ import hashlib
 import os
 import pathlib
 from collections.abc import Sequence
+from typing import Literal
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from alignrec_jax.data.dataset import DataError
-from alignrec_jax.models.fusion import KINDS, ModalityInput, ModalitySpec
+from alignrec_jax import files
+from alignrec_jax.data import tsv
+from alignrec_jax.data.features import load_item_array
+from alignrec_jax.errors import DataError
+from alignrec_jax.normalize import standardize_rows
 
-# The input normalisation of "vector" rows; the same epsilon as stage 1's regression target.
-_STANDARDIZE_EPS = 1e-6
+Kind = Literal["sequence", "categorical", "vector"]
+KINDS: tuple[str, ...] = ("sequence", "categorical", "vector")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalitySpec:
+  """One input modality of the encoder.
+
+  Attributes:
+    name: the key of this modality in the input dict.
+    kind: "sequence", "categorical" or "vector".
+    input_dim: D, the feature size of a "sequence" token or of a "vector" (the regression target
+      size of the reconstruction head).
+    max_len: the most tokens of a "sequence" or "categorical" input (size of its position table).
+    vocab_size: the number of ids of a "categorical" input.
+    num_tokens: how many tokens a "vector" input is projected into.
+  """
+
+  name: str
+  kind: Kind
+  input_dim: int = 0
+  max_len: int = 0
+  vocab_size: int = 0
+  num_tokens: int = 1
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"modality {self.name!r}: kind {self.kind!r} not in {KINDS}")
+    if self.kind in ("sequence", "vector") and self.input_dim <= 0:
+      raise ValueError(f"modality {self.name!r}: {self.kind} needs input_dim > 0")
+    if self.kind in ("sequence", "categorical") and self.max_len <= 0:
+      raise ValueError(f"modality {self.name!r}: {self.kind} needs max_len > 0")
+    if self.kind == "categorical" and self.vocab_size <= 0:
+      raise ValueError(f"modality {self.name!r}: categorical needs vocab_size > 0")
+    if self.kind == "vector" and self.num_tokens <= 0:
+      raise ValueError(f"modality {self.name!r}: vector needs num_tokens > 0")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ModalityInput:
+  """One modality's batch (a pytree: jit and lax.scan can carry it).
+
+  Attributes:
+    values: [B, L, D] float ("sequence"), [B, L] int32 with -1 = padding ("categorical"),
+      [B, D] float ("vector").
+    mask: [B, L] bool, True on real tokens; "sequence" only (categorical padding is id -1, a
+      vector has no padding). None = every token real.
+    present: [B] bool, False where the item lacks this modality altogether. None = all present.
+  """
+
+  values: jax.Array
+  mask: jax.Array | None = None
+  present: jax.Array | None = None
+
+
+def num_tokens(spec: ModalitySpec, inp: ModalityInput) -> int:
+  """L_m, the number of token slots this modality contributes for this input."""
+  return spec.num_tokens if spec.kind == "vector" else inp.values.shape[1]
+
+
+def token_mask(spec: ModalitySpec, inp: ModalityInput) -> jax.Array:
+  """[B, L_m] bool: True on the real tokens of items where the modality is present."""
+  batch = inp.values.shape[0]
+  length = num_tokens(spec, inp)
+  if spec.kind == "categorical":
+    valid = inp.values >= 0
+  elif spec.kind == "sequence" and inp.mask is not None:
+    valid = inp.mask.astype(bool)
+  else:
+    valid = jnp.ones((batch, length), bool)
+  if inp.present is not None:
+    valid = valid & inp.present.astype(bool)[:, None]
+  return valid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +145,93 @@ def parse_modalities(entries: Sequence[Sequence[str]]) -> list[tuple[str, str, s
     names.add(name)
     parsed.append((name, kind, file))
   if not parsed:
-    raise ValueError("no stage-1 modalities configured (config.stage1.modalities is empty)")
+    raise ValueError("no stage-1 modalities configured (config.stage1.data.modalities is empty)")
   return parsed
 
 
-def default_cache_dir() -> pathlib.Path:
-  root = os.environ.get("ALIGNREC_CACHE") or os.path.join("~", ".cache", "alignrec_jax")
-  return pathlib.Path(root).expanduser() / "token_states"
+def space_after_commas(text: str) -> str:
+  """`text` with each ',' followed by a space, the recipe behind the datasets' `text_feat.npy`.
+
+  The item texts are comma-joined tags ("chill,dance,electro"). BERT's pre-tokenizer splits at
+  punctuation, so this does not change MiniLM's tokens; it is kept so that the recipe is followed
+  literally and encoders whose tokenizers do care see the same input.
+  """
+  return text.replace(",", ", ")
+
+
+ITEM_TEXT_HEADER = ("itemID", "text")
+
+
+def load_item_texts(
+  path: str | os.PathLike[str], *, comma_space: bool = True, num_items: int | None = None
+) -> list[str]:
+  """Item texts from a TSV with header `itemID<TAB>text`, indexed by item id.
+
+  Args:
+    path: the file; UTF-8, one row per item, ids 0..n-1 each exactly once (in any order). The text
+      is everything after the first tab, kept as is (no quoting rules).
+    comma_space: apply `space_after_commas` to each text.
+    num_items: the number of items, when the caller knows it: every id must then be below it and
+      each of them needs a row. Default: the largest id + 1.
+
+  Returns:
+    texts[i] is item i's text.
+
+  Raises:
+    DataError: naming the file and the 1-based line (the header is line 1) of a bad row, or the
+      ids of the items that have no row.
+  """
+  path = pathlib.Path(path)
+  wanted = "<TAB>".join(ITEM_TEXT_HEADER)
+
+  def check_header(fields: Sequence[str]) -> None:
+    if tuple(fields) != ITEM_TEXT_HEADER:
+      found = tsv.show("\t".join(fields), 60)
+      raise DataError(f"{path}: line 1 (header): expected {wanted!r}, found {found}")
+
+  table = tsv.read_table(
+    path, expected_header=f"the header {wanted!r}", check_header=check_header, rest_in_last=True
+  )
+  ids = table.integers(0, expected="an item id (a non-negative integer)")
+  if num_items is not None:
+    outside = np.flatnonzero(ids >= num_items)
+    if outside.size:
+      row = int(outside[0])
+      raise table.error(
+        row,
+        f"column itemID: item id {ids[row]} is out of range; expected ids "
+        f"0..{num_items - 1} ({num_items} items)",
+      )
+  repeat = tsv.first_repeat(ids)
+  if repeat is not None:
+    first, second = repeat
+    raise DataError(
+      f"{path}: lines {first + 2} and {second + 2}: item id {ids[second]} appears twice"
+    )
+  count = num_items if num_items is not None else int(ids.max(initial=-1)) + 1
+  if ids.size < count:
+    # The missing ids are the gaps between the sorted distinct ids; the first few are named.
+    bounds = np.concatenate([[-1], np.sort(ids), [count]]).tolist()
+    gaps = np.flatnonzero(np.diff(bounds) > 1)[:10].tolist()
+    shown = [i for g in gaps for i in range(bounds[g] + 1, min(bounds[g + 1], bounds[g] + 11))]
+    named = ", ".join(map(str, shown[:10]))
+    if count - ids.size > 10:
+      named += f", ... ({count - ids.size} in all)"
+    if num_items is not None:
+      raise DataError(
+        f"{path}: {ids.size} item texts, expected one per item ({num_items}): "
+        f"item(s) {named} have no text"
+      )
+    last = int(np.argmax(ids))
+    raise DataError(
+      f"{path}: item(s) {named} have no text: ids must be 0..n-1 for n items, but "
+      f"the largest id is {count - 1} (line {last + 2}) and the file has {ids.size} "
+      "rows"
+    )
+  texts: list[str] = [""] * count
+  for item, text in zip(ids.tolist(), table.strings(1), strict=True):
+    texts[item] = space_after_commas(text) if comma_space else text
+  return texts
 
 
 def _text_states(path: pathlib.Path, num_items: int, *, max_tokens: int,
@@ -82,9 +240,7 @@ def _text_states(path: pathlib.Path, num_items: int, *, max_tokens: int,
   """MiniLM token states [I, L, 384] and mask [I, L] of the item texts, cached on disk."""
   from alignrec_jax.text import minilm  # tokenizers is an optional dependency
 
-  texts = minilm.load_item_texts(path)
-  if len(texts) != num_items:
-    raise DataError(f"{path}: {len(texts)} item texts, expected one per item ({num_items})")
+  texts = load_item_texts(path, num_items=num_items)
   digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
   cache = None
   if cache_dir is not None:
@@ -96,30 +252,12 @@ def _text_states(path: pathlib.Path, num_items: int, *, max_tokens: int,
   states, mask = encoder.encode_tokens(texts, max_length=max_tokens)
   if cache is not None:
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, states=states, mask=mask)
-    os.replace(tmp, cache)  # a reader never sees a half-written cache
+    files.atomic_write(cache, lambda f: np.savez(f, states=states, mask=mask))
   return states, mask
 
 
-def _load_npy(path: pathlib.Path, num_items: int) -> np.ndarray:
-  if not path.exists():
-    raise DataError(f"{path}: stage-1 content file not found")
-  try:
-    array = np.load(path, allow_pickle=False)
-  except (ValueError, OSError) as e:
-    raise DataError(f"{path}: not a readable .npy array ({e})") from None
-  if array.ndim != 2:
-    raise DataError(f"{path}: expected a 2-D array [items, ...], got shape {array.shape}")
-  if array.shape[0] != num_items:
-    raise DataError(f"{path}: {array.shape[0]} rows, expected one per item ({num_items})")
-  return array
-
-
 def _categorical(path: pathlib.Path, num_items: int) -> tuple[ModalityInput, int]:
-  ids = _load_npy(path, num_items)
-  if not np.issubdtype(ids.dtype, np.integer):
-    raise DataError(f"{path}: categorical tokens must be integers, got dtype {ids.dtype}")
+  ids = load_item_array(path, num_items=num_items, kind="int")
   if ids.size and ids.min() < -1:
     row = int(np.argwhere(ids < -1)[0, 0])
     raise DataError(f"{path}: row {row}: token ids must be >= 0, or -1 for padding")
@@ -129,22 +267,8 @@ def _categorical(path: pathlib.Path, num_items: int) -> tuple[ModalityInput, int
   return ModalityInput(values=ids.astype(np.int32)), vocab
 
 
-def standardize_rows(values: np.ndarray) -> np.ndarray:
-  """Each row to zero mean and unit variance (the "vector" input normalisation)."""
-  values = values.astype(np.float32)
-  mean = values.mean(axis=1, keepdims=True)
-  var = values.var(axis=1, keepdims=True)
-  return (values - mean) / np.sqrt(var + _STANDARDIZE_EPS)
-
-
 def _vector(path: pathlib.Path, num_items: int) -> ModalityInput:
-  values = _load_npy(path, num_items)
-  if not np.issubdtype(values.dtype, np.floating):
-    raise DataError(f"{path}: vector features must be floating point, got dtype {values.dtype}")
-  bad = ~np.isfinite(values)
-  if bad.any():
-    row, col = (int(x) for x in np.argwhere(bad)[0])
-    raise DataError(f"{path}: row {row}, column {col}: value {values[row, col]} is not finite")
+  values = load_item_array(path, num_items=num_items, kind="float")
   present = np.any(values != 0, axis=1)
   return ModalityInput(values=np.where(present[:, None], standardize_rows(values), 0.0),
                        present=present)
@@ -161,11 +285,12 @@ def load_content(folder: str | os.PathLike[str], modalities: Sequence[Sequence[s
     num_items: I; every file must have one row per item.
     text_max_tokens: MiniLM truncation of "sequence" texts, [CLS] and [SEP] included.
     vector_tokens: the tokens each "vector" modality is projected into.
-    cache_dir: where MiniLM token states are cached (None: `default_cache_dir()`).
+    cache_dir: where MiniLM token states are cached (None: $ALIGNREC_CACHE/token_states or
+      ~/.cache/alignrec_jax/token_states).
     text_encoder: a `MiniLMEncoder` to use instead of the pretrained one (tests).
   """
   folder = pathlib.Path(folder)
-  cache = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
+  cache = pathlib.Path(cache_dir) if cache_dir else files.cache_dir("token_states")
   specs, inputs, lines = [], {}, []
   for name, kind, file in parse_modalities(modalities):
     path = folder / file
@@ -215,7 +340,7 @@ def drop_modality(content: Content, name: str, fraction: float, seed: int) -> Co
   present = _present(inp).copy()
   present[missing] = False
   inputs = dict(content.inputs)
-  inputs[name] = inp._replace(present=present)
+  inputs[name] = dataclasses.replace(inp, present=present)
   return dataclasses.replace(
       content, inputs=inputs,
       description=content.description + f"; {name} removed from {len(missing)} items")

@@ -22,19 +22,19 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
 import pathlib
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from alignrec_jax.data.dataset import Dataset, Interactions
+from alignrec_jax import files
+from alignrec_jax.data.dataset import Dataset, Interactions, mmrec_split_sizes
 
 # Bump when the generator's output for the same arguments changes, so cached folders regenerate.
 GENERATOR_VERSION = 1
 META_FILE = "synthetic_meta.json"
-_GENERATOR_NAME = "alignrec_jax.data.synthetic.make_synthetic"
+_GENERATOR_NAME = "alignrec_jax.data.prepare.synthetic.make_synthetic"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,23 +114,6 @@ def _sample_items(
     users_out.append(np.broadcast_to(users[:, None], top.shape)[keep])
     items_out.append(top[keep])
   return np.concatenate(users_out), np.concatenate(items_out)
-
-
-def mmrec_split_sizes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """MMRec's per-user (train, valid, test) sizes for users with n interactions each.
-
-  Args:
-    n: [num_users] int counts, each >= 3.
-
-  Returns:
-    (train, valid, test) int arrays [num_users].
-  """
-  # int(0.2 * n) == n // 5 for every integer n: 0.2 as a double is slightly above 1/5, so the
-  # rounded product never falls below the exact (representable) n / 5.
-  held_out = n // 5
-  valid = np.where(n < 10, 1, held_out // 2)
-  test = np.where(n < 10, 1, held_out - held_out // 2)
-  return n - valid - test, valid, test
 
 
 def _split_labels(rng: np.random.Generator, users: np.ndarray, num_users: int) -> np.ndarray:
@@ -311,18 +294,6 @@ def make_synthetic(**kwargs) -> Dataset:
   return make_synthetic_with_truth(**kwargs)[0]
 
 
-def _atomic_write_bytes(path: pathlib.Path, write) -> None:
-  """Writes through `write(file)` to a temporary name in the same folder, then renames."""
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  try:
-    with open(tmp, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-
-
 def write_mmrec(dataset: Dataset, folder: str, *, inter_name: str | None = None) -> None:
   """Writes a dataset in MMRec's format, so that `load_mmrec` reads it back exactly.
 
@@ -353,10 +324,10 @@ def write_mmrec(dataset: Dataset, folder: str, *, inter_name: str | None = None)
       for u, i, x in zip(users.tolist(), items.tolist(), labels.tolist(), strict=True)
   ]
   text = "userID\titemID\trating\tx_label\n" + "\n".join(lines) + "\n"
-  _atomic_write_bytes(inter_path, lambda f: f.write(text.encode("ascii")))
+  files.atomic_write(inter_path, text.encode("ascii"))
   for modality, array in dataset.features.items():
     arr = np.ascontiguousarray(array, dtype=np.float32)
-    _atomic_write_bytes(out / f"{modality}.npy", lambda f, a=arr: np.save(f, a))
+    files.atomic_write(out / f"{modality}.npy", lambda f, a=arr: np.save(f, a))
 
 
 def _generator_identity(kwargs: dict) -> dict:
@@ -396,11 +367,11 @@ def prepare_synthetic(folder: str, **kwargs) -> str:
     except (OSError, ValueError):
       old = None  # unreadable meta: treat the folder as stale and regenerate
   if isinstance(old, dict):
-    files = old.get("files", [])
+    listed = old.get("files", [])
     same = all(old.get(k) == v for k, v in identity.items())
-    if same and files and all((out / f).is_file() for f in files):
+    if same and listed and all((out / f).is_file() for f in listed):
       return str(out)
-    for f in files:
+    for f in listed:
       # Only bare names from our own meta are removed, never paths outside the folder.
       if isinstance(f, str) and f == pathlib.Path(f).name and (out / f).is_file():
         (out / f).unlink()
@@ -408,10 +379,10 @@ def prepare_synthetic(folder: str, **kwargs) -> str:
   start = time.perf_counter()
   dataset = make_synthetic(**kwargs)
   write_mmrec(dataset, str(out))
-  files = [f"{dataset.name}.inter"] + [f"{m}.npy" for m in dataset.features]
+  written = [f"{dataset.name}.inter"] + [f"{m}.npy" for m in dataset.features]
   meta = dict(identity)
-  meta["files"] = files
-  meta["feature_files"] = files[1:]
+  meta["files"] = written
+  meta["feature_files"] = written[1:]
   meta["stats"] = {
       "users": dataset.num_users,
       "items": dataset.num_items,
@@ -421,5 +392,5 @@ def prepare_synthetic(folder: str, **kwargs) -> str:
       "seconds": round(time.perf_counter() - start, 3),
   }
   text = json.dumps(meta, indent=1) + "\n"
-  _atomic_write_bytes(meta_path, lambda f: f.write(text.encode("utf-8")))
+  files.atomic_write(meta_path, text)
   return str(out)

@@ -16,16 +16,13 @@ padding and absent modalities. The item vector is the CLS output projected to `o
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Kind = Literal["sequence", "categorical", "vector"]
-KINDS: tuple[str, ...] = ("sequence", "categorical", "vector")
+from alignrec_jax.data.content import ModalityInput, ModalitySpec, token_mask
 
 # BEiT-style small normal init for the learned tokens and tables: keeps the embedding sum of
 # type + position + content at the scale of the projected content at the start.
@@ -33,93 +30,6 @@ _embed_init = nn.initializers.truncated_normal(0.02)
 # Added to the attention logits of hidden keys. Finite (not -inf) so that a fully hidden row could
 # never produce NaN; in practice every row sees at least the CLS key.
 _MASK_LOGIT = -1e9
-
-
-@dataclasses.dataclass(frozen=True)
-class ModalitySpec:
-  """One input modality of the encoder.
-
-  Attributes:
-    name: the key of this modality in the input dict.
-    kind: "sequence", "categorical" or "vector".
-    input_dim: D, the feature size of a "sequence" token or of a "vector" (the regression target
-      size of the reconstruction head).
-    max_len: the most tokens of a "sequence" or "categorical" input (size of its position table).
-    vocab_size: the number of ids of a "categorical" input.
-    num_tokens: how many tokens a "vector" input is projected into.
-  """
-
-  name: str
-  kind: Kind
-  input_dim: int = 0
-  max_len: int = 0
-  vocab_size: int = 0
-  num_tokens: int = 1
-
-  def __post_init__(self):
-    if self.kind not in KINDS:
-      raise ValueError(f"modality {self.name!r}: kind {self.kind!r} not in {KINDS}")
-    if self.kind in ("sequence", "vector") and self.input_dim <= 0:
-      raise ValueError(f"modality {self.name!r}: {self.kind} needs input_dim > 0")
-    if self.kind in ("sequence", "categorical") and self.max_len <= 0:
-      raise ValueError(f"modality {self.name!r}: {self.kind} needs max_len > 0")
-    if self.kind == "categorical" and self.vocab_size <= 0:
-      raise ValueError(f"modality {self.name!r}: categorical needs vocab_size > 0")
-    if self.kind == "vector" and self.num_tokens <= 0:
-      raise ValueError(f"modality {self.name!r}: vector needs num_tokens > 0")
-
-
-class ModalityInput(NamedTuple):
-  """One modality's batch (a pytree: jit and lax.scan can carry it).
-
-  Attributes:
-    values: [B, L, D] float ("sequence"), [B, L] int32 with -1 = padding ("categorical"),
-      [B, D] float ("vector").
-    mask: [B, L] bool, True on real tokens; "sequence" only (categorical padding is id -1, a
-      vector has no padding). None = every token real.
-    present: [B] bool, False where the item lacks this modality altogether. None = all present.
-  """
-
-  values: jax.Array
-  mask: jax.Array | None = None
-  present: jax.Array | None = None
-
-
-def num_tokens(spec: ModalitySpec, inp: ModalityInput) -> int:
-  """L_m, the number of token slots this modality contributes for this input."""
-  return spec.num_tokens if spec.kind == "vector" else inp.values.shape[1]
-
-
-def token_mask(spec: ModalitySpec, inp: ModalityInput) -> jax.Array:
-  """[B, L_m] bool: True on the real tokens of items where the modality is present."""
-  batch = inp.values.shape[0]
-  length = num_tokens(spec, inp)
-  if spec.kind == "categorical":
-    valid = inp.values >= 0
-  elif spec.kind == "sequence" and inp.mask is not None:
-    valid = inp.mask.astype(bool)
-  else:
-    valid = jnp.ones((batch, length), bool)
-  if inp.present is not None:
-    valid = valid & inp.present.astype(bool)[:, None]
-  return valid
-
-
-def with_only(inputs: Mapping[str, ModalityInput], keep: str) -> dict[str, ModalityInput]:
-  """The same inputs with every modality but `keep` marked absent (single-modality encoding)."""
-  out = {}
-  for name, inp in inputs.items():
-    batch = inp.values.shape[0]
-    if name != keep:
-      present = jnp.zeros((batch,), bool)
-    elif inp.present is None:
-      # Materialised so that every `with_only` result has the same pytree structure (callers
-      # stack them into one batch).
-      present = jnp.ones((batch,), bool)
-    else:
-      present = inp.present
-    out[name] = inp._replace(present=present)
-  return out
 
 
 class SelfAttention(nn.Module):

@@ -5,10 +5,25 @@ from __future__ import annotations
 import json
 import logging as std_logging
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from absl import logging
+
+from alignrec_jax.errors import UserError
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The per-epoch records of a run's metrics.jsonl, in epoch order."""
+  path = os.path.join(workdir, METRICS_FILE)
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  if not records:
+    raise ValueError(f"{path} holds no epochs yet")
+  return sorted(records, key=lambda r: r["epoch"])
 
 
 class MetricsLog:
@@ -28,15 +43,21 @@ class MetricsLog:
       f.write(json.dumps(record, sort_keys=False) + "\n")
 
 
-def epoch_line(epoch: int, terms: Mapping[str, float], valid: Mapping[str, float],
-               test: Mapping[str, float], *, train_seconds: float, eval_seconds: float,
-               improved: bool, metric: str = "recall@20") -> str:
-  """One console line: epoch, loss terms, the selection metric, times."""
+def epoch_line(stage: str, epoch: int, terms: Mapping[str, float], *, train_seconds: float,
+               examples: int, results: Mapping[str, Mapping[str, float]] | None = None,
+               metric: str = "recall@20", eval_seconds: float = 0.0,
+               improved: bool = False) -> str:
+  """One console line: the epoch, its loss terms, validation and test metrics if any, times."""
   loss = " ".join(f"{k} {v:.4f}" for k, v in terms.items())
-  mark = " *" if improved else ""
-  return (f"epoch {epoch:4d} | {loss} | valid {metric} {valid[metric]:.4f} "
-          f"ndcg@20 {valid['ndcg@20']:.4f} | test {metric} {test[metric]:.4f} | "
-          f"train {train_seconds:.2f}s eval {eval_seconds:.2f}s{mark}")
+  line = f"{stage} epoch {epoch:4d} | {loss} | "
+  if results is not None:
+    valid, test = results["valid"], results["test"]
+    line += (f"valid {metric} {valid[metric]:.4f} ndcg@20 {valid['ndcg@20']:.4f} | "
+             f"test {metric} {test[metric]:.4f} | ")
+  line += f"train {train_seconds:.2f}s ({examples / train_seconds:,.0f}/s)"
+  if results is not None:
+    line += f" eval {eval_seconds:.2f}s" + (" *" if improved else "")
+  return line
 
 
 def summary_table(metrics: Mapping[str, Mapping[str, float]], *, ks: Sequence[int],
@@ -63,7 +84,7 @@ def log(message: str) -> None:
 # This package's folder. Matched as a path prefix: a substring test would also pass every
 # library installed in a virtual environment inside a checkout named alignrec_jax (the README's
 # set-up), and orbax alone then writes about 2,000 lines in the main job.
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class OwnInfoOnly(std_logging.Filter):
@@ -71,7 +92,7 @@ class OwnInfoOnly(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     return (record.levelno >= std_logging.WARNING
-            or os.path.abspath(record.pathname).startswith(_PACKAGE_DIR))
+            or os.path.abspath(record.pathname).startswith(PACKAGE_DIR))
 
 
 def show_progress() -> None:
@@ -80,11 +101,22 @@ def show_progress() -> None:
   logging.get_absl_handler().addFilter(OwnInfoOnly())
 
 
-def finish_run(workdir: str, summary: Mapping[str, Any]) -> None:
-  """Writes WORKDIR/summary.json and, with matplotlib installed, WORKDIR/curves.png."""
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  from alignrec_jax import plotting  # matplotlib is optional; plotting imports it lazily
+def exit_on_user_error(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+  """Wraps a launcher's main: a `UserError` prints as plain lines and exits 1, no traceback."""
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  return wrapped
+
+
+def plot_curves(workdir: str) -> None:
+  """Draws WORKDIR/curves.png when matplotlib is installed; says why not otherwise."""
+  from alignrec_jax.training import plotting  # matplotlib is optional; plotting imports it lazily
 
   try:
     log(f"training curves: {plotting.plot_run(workdir)}")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from alignrec_jax.data.dataset import Dataset
+from alignrec_jax.data.dataset import Dataset, Interactions
 
 # Fastest at Baby scale on the 2-core CPU with method="count" (benchmarks/bench_evaluate.py: 128
 # and 256 tie, 512 and 1024 are 20-40% slower): a [256, 7050] score block (7 MB) stays in the
@@ -290,4 +291,79 @@ def make_eval_data(
       train_max_len=t_max,
       heldout_max_len=h_max,
       max_passes=max(int(num_passes.max()), 1),
+  )
+
+
+# ----------------------------------------------------------------------------- user subsets
+
+
+def shortest_history_users(dataset: Dataset, fraction: float = 0.2) -> np.ndarray:
+  """The users with the fewest training interactions.
+
+  Among users with at least one training interaction (the evaluated ones), sorted by training
+  interaction count ascending, ties by lower user id, the first max(1, round(fraction * n)) of
+  them (Python's round: an exact half goes to the even integer). Counts are training rows; the
+  loaders guarantee they are distinct pairs.
+
+  Args:
+    dataset: the dataset; only `num_users` and the training split are read.
+    fraction: share of the evaluated users to keep, in (0, 1].
+
+  Returns:
+    [m] int32 user ids, in the order above (shortest history first).
+  """
+  fraction = float(fraction)
+  if not 0.0 < fraction <= 1.0:  # also rejects NaN
+    raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+  num_users = int(dataset.num_users)
+  users = np.asarray(dataset.train.users, np.int64)
+  if users.size and (users.min() < 0 or users.max() >= num_users):
+    raise ValueError(f"train split: user ids must be in [0, {num_users}), got "
+                     f"[{users.min()}, {users.max()}]")
+  counts = np.bincount(users, minlength=num_users)
+  trained = np.flatnonzero(counts > 0)
+  if trained.size == 0:
+    raise ValueError("no user has a training interaction")
+  # lexsort: last key primary, so by count, then by id (trained is ascending already).
+  order = trained[np.lexsort((trained, counts[trained]))]
+  keep = max(1, int(round(fraction * trained.size)))
+  return order[:keep].astype(np.int32)
+
+
+def restrict_heldout(dataset: Dataset, users: Sequence[int] | np.ndarray) -> Dataset:
+  """The dataset with all training interactions but only the held-out ones of `users`.
+
+  Training is untouched, so the masked items, the evaluated ranking and the head / tail split of
+  `make_eval_data` stay the same; only users in `users` keep valid and test interactions, so the
+  metrics average over them alone (a user without held-out items in a split is not averaged for
+  that split, as always).
+
+  Args:
+    dataset: the dataset.
+    users: user ids to keep held-out interactions for; each in [0, num_users), repeats allowed.
+
+  Returns:
+    A new Dataset (name, features and load counters unchanged) with filtered valid and test.
+  """
+  ids = np.asarray(users)
+  if ids.ndim != 1:
+    raise ValueError(f"users must be a 1-D array of user ids, got shape {ids.shape}")
+  if ids.size and not np.issubdtype(ids.dtype, np.integer):
+    raise TypeError(f"users must be integer ids, got dtype {ids.dtype}")
+  num_users = int(dataset.num_users)
+  if ids.size and (ids.min() < 0 or ids.max() >= num_users):
+    raise ValueError(f"user ids must be in [0, {num_users}), got [{ids.min()}, {ids.max()}]")
+  keep_user = np.zeros(num_users, bool)
+  keep_user[ids.astype(np.int64)] = True
+
+  def restrict(split: Interactions) -> Interactions:
+    split_users = np.asarray(split.users)
+    if split_users.size and (split_users.min() < 0 or split_users.max() >= num_users):
+      raise ValueError(f"held-out user ids must be in [0, {num_users}), got "
+                       f"[{split_users.min()}, {split_users.max()}]")
+    keep = keep_user[split_users]
+    return Interactions(split.users[keep], split.items[keep])
+
+  return dataclasses.replace(
+      dataset, **{name: restrict(dataset.split(name)) for name in HELDOUT_SPLITS}
   )

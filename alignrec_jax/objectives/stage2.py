@@ -1,0 +1,191 @@
+"""Stage 2's models by name, each a Flax module plus the objective it trains with.
+
+An objective maps the model's output on all nodes and one batch of (user, positive, negative)
+triples to (loss, {term: weighted value}). Its weights are a frozen dataclass (`AlignRecLoss`,
+`LightGCNLoss`) built from the model's config group `config.model.<name>.loss`; `MODELS`
+declares, per model, every field its group may hold, so a field nobody reads is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from alignrec_jax.errors import ConfigError, check_fields
+from alignrec_jax.models.alignrec import AlignRec
+from alignrec_jax.models.common import Embeddings
+from alignrec_jax.models.lightgcn import LightGCN
+from alignrec_jax.objectives import losses
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """B training triples; `mask` is 0 on the padding of the last partial batch."""
+
+  users: jax.Array  # [B] int32
+  pos_items: jax.Array  # [B] int32
+  neg_items: jax.Array  # [B] int32
+  mask: jax.Array  # [B] float32
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignRecLoss:
+  """AlignRec's stage-2 loss weights (the reference's defaults in configs/default.py).
+
+  Attributes:
+    l2_weight: the L2 term, 0.5 (|z_u|^2 + |z_pos|^2 + |z_neg|^2) summed over the batch and
+      divided by the configured batch size.
+    uia_weight: user-item alignment, 1 - mean cos(z_u, z_pos).
+    cl_weight: content-category alignment, the two InfoNCE terms (items and users).
+    sim_weight: similarity preservation, ||M_i M_i^T - cos(F)||_F / B.
+    temperature: the InfoNCE temperature tau.
+  """
+
+  l2_weight: float
+  uia_weight: float
+  cl_weight: float
+  sim_weight: float
+  temperature: float
+
+
+def alignrec_objective(emb: Embeddings, features: jax.Array, batch: Batch, *,
+                       batch_size: int, weights: AlignRecLoss
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The five terms of AlignRec's stage-2 loss on one batch, as the reference computes them.
+
+  Args:
+    emb: the model's output.
+    features: [I, D] the current item features F (the similarity target is their cosine).
+    batch: B (user, positive, negative) triples with a padding mask.
+    batch_size: the configured batch size; the L2 term divides by it even for a short batch.
+    weights: the term weights and the temperature.
+
+  Returns:
+    (total loss, {term name: weighted value}).
+  """
+  u, pos, neg, mask = batch.users, batch.pos_items, batch.neg_items, batch.mask
+  zu, zp, zn = emb.user_rows(u), emb.item_rows(pos), emb.item_rows(neg)
+  tau = weights.temperature
+  terms = {
+      "bpr": losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1),
+                        mask=mask),
+      "l2": weights.l2_weight * losses.half_squared_norms(zu, zp, zn, mask=mask,
+                                                          denominator=batch_size),
+      "uia": weights.uia_weight * losses.cosine_alignment(users=zu, items=zp, mask=mask),
+      "cca": weights.cl_weight * (
+          losses.info_nce(anchors=emb.content_items[pos], positives=emb.ids[emb.num_users + pos],
+                          temperature=tau, mask=mask)
+          + losses.info_nce(anchors=emb.content_users[u], positives=emb.ids[u],
+                            temperature=tau, mask=mask)),
+      "sim": weights.sim_weight * losses.similarity_preservation(
+          embeddings=emb.content_items[pos], features=features[pos], mask=mask),
+  }
+  return sum(terms.values()), terms
+
+
+@dataclasses.dataclass(frozen=True)
+class LightGCNLoss:
+  """MMRec's LightGCN loss weight.
+
+  Attributes:
+    reg_weight: multiplies the Frobenius norms (not squared) of the batch's layer-0 user,
+      positive and negative rows, divided by the batch's real rows (MMRec's EmbLoss).
+  """
+
+  reg_weight: float
+
+
+def lightgcn_objective(emb: Embeddings, features: jax.Array | None, batch: Batch, *,
+                       batch_size: int, weights: LightGCNLoss
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MMRec's LightGCN loss: BPR (with its 1e-10) + reg_weight * Frobenius norms of ego rows / B."""
+  del features, batch_size  # no content; the regulariser divides by the real rows
+  zu = emb.user_rows(batch.users)
+  zp = emb.item_rows(batch.pos_items)
+  zn = emb.item_rows(batch.neg_items)
+  bpr = losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1),
+                   mask=batch.mask, eps=1e-10)
+  reg = weights.reg_weight * losses.frobenius_norms(
+      emb.ego[batch.users], emb.ego[emb.num_users + batch.pos_items],
+      emb.ego[emb.num_users + batch.neg_items], mask=batch.mask)
+  return bpr + reg, {"bpr": bpr, "reg": reg}
+
+
+Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A stage-2 model: what `config.model.<name>` configures and who reads each field.
+
+  Attributes:
+    module: the Flax module; its fields (but the data's sizes) are config fields.
+    objective: `objective(emb, features, batch, *, batch_size, weights)`.
+    loss: the dataclass of the objective's weights: the fields of the group's `loss`.
+    content_fields: fields the set-up and the trainer read (the item kNN graph, whether F is
+      fine-tuned); a model that reads item features has them.
+  """
+
+  module: type[nn.Module]
+  objective: Objective
+  loss: type
+  content_fields: tuple[str, ...] = ()
+
+  @property
+  def uses_content(self) -> bool:
+    """Whether the model reads item features (and so needs the kNN graph)."""
+    return bool(self.content_fields)
+
+  def module_fields(self) -> tuple[str, ...]:
+    """The module's configurable fields: all but Flax's and the data's sizes."""
+    skip = {"parent", "name", "num_users", "num_items"}
+    return tuple(f.name for f in dataclasses.fields(self.module) if f.name not in skip)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "alignrec": ModelSpec(AlignRec, alignrec_objective, AlignRecLoss,
+                          content_fields=("knn_k", "knn_include_self", "trainable_features")),
+    "lightgcn": ModelSpec(LightGCN, lightgcn_objective, LightGCNLoss),
+}
+
+
+def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
+  """The spec of `config.name` (the `config.model` group), its group checked field by field.
+
+  Raises:
+    ConfigError: an unknown model, or a field of its group (or of the group's `loss`) that
+      nothing reads or that is missing.
+  """
+  if config.name not in MODELS:
+    raise ConfigError(f"config.model.name: unknown model {config.name!r}; expected one of "
+                      f"{', '.join(sorted(MODELS))}")
+  if config.name not in config:
+    raise ConfigError(f"config.model.{config.name}: the group of model {config.name!r} is "
+                      "missing (configs/default.py has one per model)")
+  spec = MODELS[config.name]
+  group = config[config.name]
+  path = f"config.model.{config.name}"
+  check_fields(group, (*spec.module_fields(), *spec.content_fields, "loss"), path=path)
+  check_fields(group.loss, [f.name for f in dataclasses.fields(spec.loss)], path=f"{path}.loss")
+  return spec
+
+
+def build(config: ml_collections.ConfigDict, *, num_users: int, num_items: int,
+          batch_size: int) -> tuple[nn.Module, Objective]:
+  """(module, objective) of `config.model`, the objective's weights and batch size bound.
+
+  The objective is then `objective(emb, features, batch) -> (loss, terms)`.
+  """
+  spec = model_spec(config)
+  group = config[config.name]
+  module = spec.module(num_users=num_users, num_items=num_items,
+                       **{field: group[field] for field in spec.module_fields()})
+  weights = spec.loss(**group.loss.to_dict())
+  return module, functools.partial(spec.objective, batch_size=batch_size, weights=weights)

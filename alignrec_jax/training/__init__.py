@@ -1,0 +1,1 @@
+"""Training: the loop both stages run, their tasks, the optimiser, checkpoints and logs."""

@@ -1,0 +1,89 @@
+"""One optimiser builder for both stages: an `optax.chain` made from a config's `optim` group.
+
+The chain is, in order: gradient clipping by global norm (only when `clip_norm` > 0), Adam's
+moment scaling, decoupled weight decay (AdamW only), and the learning-rate schedule. Nothing that
+is switched off is added, so the reference's plain Adam costs exactly what `optax.adam` costs.
+
+Schedules are functions of the step count alone, so a resumed run continues exactly:
+  * "epoch_decay": lr * lr_decay ** (epoch / lr_decay_epochs), constant within an epoch (the
+    reference steps a LambdaLR once per epoch; here the epoch is read off the step count);
+  * "warmup_cosine": linear warm-up from 0 over `warmup_epochs`, then cosine decay to 0 at the
+    end of the run (the usual recipe for pre-training transformers, BEiT-3 among them);
+  * "constant": lr.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from alignrec_jax.errors import ConfigError, check_fields
+
+FIELDS = ("name", "lr", "schedule", "lr_decay", "lr_decay_epochs", "warmup_epochs", "b1", "b2",
+          "eps", "weight_decay", "clip_norm")
+NAMES = ("adam", "adamw")
+SCHEDULES = ("epoch_decay", "warmup_cosine", "constant")
+# A schedule's parameters that another schedule ignores must keep these values: a warm-up set
+# for the epoch decay would otherwise do nothing, silently.
+_NEUTRAL = {"lr_decay": 1.0, "warmup_epochs": 0}
+_READS = {"epoch_decay": ("lr_decay",), "warmup_cosine": ("warmup_epochs",), "constant": ()}
+
+
+def check_config(config: ml_collections.ConfigDict, *, path: str) -> None:
+  """Raises ConfigError for an unknown or missing field, name or schedule, or a bad value."""
+  check_fields(config, FIELDS, path=path)
+  if config.name not in NAMES:
+    raise ConfigError(f"{path}.name: {config.name!r} is not one of {', '.join(NAMES)}")
+  if config.schedule not in SCHEDULES:
+    raise ConfigError(f"{path}.schedule: {config.schedule!r} is not one of "
+                      f"{', '.join(SCHEDULES)}")
+  if config.name == "adam" and config.weight_decay:
+    raise ConfigError(f"{path}.weight_decay: {config.weight_decay} needs name 'adamw' (plain "
+                      "Adam here has no weight decay)")
+  for field, neutral in _NEUTRAL.items():
+    if field not in _READS[config.schedule] and config[field] != neutral:
+      raise ConfigError(f"{path}.{field}: {config[field]} has no effect with schedule "
+                        f"{config.schedule!r} (leave it at {neutral})")
+  if not config.lr > 0:
+    raise ConfigError(f"{path}.lr: expected a positive learning rate, got {config.lr}")
+
+
+def learning_rate(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                  num_epochs: int) -> optax.Schedule | float:
+  """The schedule of `config.schedule` (see the module docstring); `num_epochs` is the run's."""
+  if config.schedule == "constant":
+    return config.lr
+  if config.schedule == "epoch_decay":
+
+    def schedule(count):
+      epoch = (count // steps_per_epoch).astype(jnp.float32)
+      return config.lr * config.lr_decay ** (epoch / config.lr_decay_epochs)
+
+    return schedule
+  total = max(num_epochs * steps_per_epoch, 1)
+  warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+  return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup_steps=warmup,
+                                            decay_steps=total)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, num_epochs: int,
+                   path: str = "config.optim") -> optax.GradientTransformation:
+  """The optax chain of an `optim` config group (see the module docstring).
+
+  Args:
+    config: the group (`config.optim` or `config.stage1.optim`).
+    steps_per_epoch: optimiser steps in one epoch.
+    num_epochs: the epochs the run trains (the cosine schedule ends there).
+    path: the group's place in the config, for error messages.
+  """
+  check_config(config, path=path)
+  parts = []
+  if config.clip_norm:
+    parts.append(optax.clip_by_global_norm(config.clip_norm))
+  parts.append(optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps))
+  if config.name == "adamw":
+    parts.append(optax.add_decayed_weights(config.weight_decay))
+  parts.append(optax.scale_by_learning_rate(
+      learning_rate(config, steps_per_epoch=steps_per_epoch, num_epochs=num_epochs)))
+  return optax.chain(*parts)

