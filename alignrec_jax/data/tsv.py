@@ -162,12 +162,17 @@ class Table:
     index = np.where(inside, starts[:, None] + offsets[None, :], 0)
     return self.buf[index] * inside.astype(np.uint8)
 
-  def _bounded_matrix(self, c: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """`matrix` cut at `limit` + 1 bytes (longer fields are errors anyway), and the inside mask."""
+  def _bounded(self, column: int | str, label: str | None, limit: int):
+    """(index, name, lengths [n], matrix [n, w], inside [n, w]) of a column to convert.
+
+    The matrix is cut at `limit` + 1 bytes (longer fields are errors anyway); `inside` marks
+    the bytes that belong to each field.
+    """
+    c = self.index(column)
     lengths = self.lengths[:, c]
     matrix = self.matrix(c, min(int(lengths.max(initial=0)), limit + 1))
     inside = np.arange(matrix.shape[1])[None, :] < lengths[:, None]
-    return matrix, inside
+    return c, label or self.header[c], lengths, matrix, inside
 
   def integers(
     self,
@@ -190,12 +195,9 @@ class Table:
     Raises:
       FieldError: on the first empty, non-digit or too long field, naming its line and column.
     """
-    c = self.index(column)
-    name = label or self.header[c]
-    lengths = self.lengths[:, c]
     if self.num_rows == 0:
       return np.zeros(0, dtype=np.int64)
-    matrix, inside = self._bounded_matrix(c, max_digits)
+    c, name, lengths, matrix, inside = self._bounded(column, label, max_digits)
     is_digit = (matrix >= ord("0")) & (matrix <= ord("9"))
     bad_row = ~np.all(is_digit | ~inside, axis=1) | (lengths > max_digits) | (lengths == 0)
     if bad_row.any():
@@ -226,12 +228,9 @@ class Table:
     Raises:
       FieldError: on the first empty, malformed, non-finite or too long field, naming its line.
     """
-    c = self.index(column)
-    name = label or self.header[c]
-    lengths = self.lengths[:, c]
     if self.num_rows == 0:
       return np.zeros(0, dtype=np.float64)
-    matrix, inside = self._bounded_matrix(c, max_chars)
+    c, name, lengths, matrix, inside = self._bounded(column, label, max_chars)
     bad_row = ~np.all(_NUMBER_CHARS[matrix] | ~inside, axis=1) | (lengths > max_chars)
     bad_row |= lengths == 0
     if not bad_row.any():

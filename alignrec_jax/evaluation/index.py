@@ -9,7 +9,6 @@ fixed-size chunks, each chunk's training pairs (masked out of the ranking) and h
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import jax
@@ -17,47 +16,18 @@ import numpy as np
 
 from alignrec_jax.data.dataset import Dataset, Interactions
 
-# Fastest at Baby scale on the 2-core CPU with method="count" (benchmarks/bench_evaluate.py: 128
-# and 256 tie, 512 and 1024 are 20-40% slower): a [256, 7050] score block (7 MB) stays in the
-# 32 MB L3 cache across the counting passes.
+# A [256, num_items] score block stays in a CPU's last-level cache across the counting passes
+# at Baby scale (benchmarks/bench_evaluate.py --chunk_sizes compares sizes on a machine).
 DEFAULT_CHUNK_SIZE = 256
 HELDOUT_SPLITS = ("valid", "test")
 # Bit flags of a held-out pair: in the validation split, in the test split, a tail item. One int8
 # label per pair serves both splits and both variants.
 VALID_FLAG, TEST_FLAG, TAIL_FLAG = 1, 2, 4
 SPLIT_FLAGS = (VALID_FLAG, TEST_FLAG)
+_STATIC = dict(static=True)  # pytree metadata, not arrays: `evaluate` compiles per value
 
 
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=(
-        "user_ids",
-        "num_heldout",
-        "num_heldout_tail",
-        "is_tail",
-        "train_rows",
-        "train_items",
-        "train_offsets",
-        "heldout_rows",
-        "heldout_items",
-        "heldout_flags",
-        "heldout_slots",
-        "heldout_offsets",
-        "pass_items",
-        "pass_offsets",
-    ),
-    meta_fields=(
-        "num_users",
-        "num_items",
-        "num_eval_users",
-        "chunk_size",
-        "num_chunks",
-        "num_head_items",
-        "train_max_len",
-        "heldout_max_len",
-        "max_passes",
-    ),
-)
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class EvalData:
   """Evaluation index of one dataset: every array is O(interactions + users + items).
@@ -119,15 +89,15 @@ class EvalData:
   heldout_offsets: np.ndarray | jax.Array
   pass_items: np.ndarray | jax.Array
   pass_offsets: np.ndarray | jax.Array
-  num_users: int
-  num_items: int
-  num_eval_users: int
-  chunk_size: int
-  num_chunks: int
-  num_head_items: int
-  train_max_len: int
-  heldout_max_len: int
-  max_passes: int
+  num_users: int = dataclasses.field(metadata=_STATIC)
+  num_items: int = dataclasses.field(metadata=_STATIC)
+  num_eval_users: int = dataclasses.field(metadata=_STATIC)
+  chunk_size: int = dataclasses.field(metadata=_STATIC)
+  num_chunks: int = dataclasses.field(metadata=_STATIC)
+  num_head_items: int = dataclasses.field(metadata=_STATIC)
+  train_max_len: int = dataclasses.field(metadata=_STATIC)
+  heldout_max_len: int = dataclasses.field(metadata=_STATIC)
+  max_passes: int = dataclasses.field(metadata=_STATIC)
 
 
 def _pair_keys(rows: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:

@@ -21,18 +21,18 @@ unspecified rankings).
 
 Two ways to find the hits, equal to the last bit (tested):
   "top_k": `jax.lax.top_k(scores, max(ks))` per chunk, then look the top items up in a
-    [chunk_size, num_items] label array. XLA's CPU TopK costs about 35 us per 7k-item row (a
-    comparison heap on one thread): 0.7 s of the 1.0 s a Baby-scale evaluation takes this way.
+    [chunk_size, num_items] label array. On CPU, XLA's TopK is a comparison heap on one thread
+    and dominates the evaluation.
   "count": the rank of each held-out item is the number of items ranked above it,
     sum_i [s_i > s_j or (s_i == s_j and i < j)], one vectorized pass over the chunk's scores per
     held-out slot (pass m handles the m-th held-out item of every user in the chunk); the item is a
     hit at position rank + 1 if rank < max(ks). Only held-out items need ranks, and most users
     have 2 (one valid, one test), so this is a few cheap passes instead of a sort; users are laid
     out by decreasing held-out count so that each chunk needs as many passes as its first user.
-    About 0.35 s against 1.0 s for "top_k" at Baby scale on the 2-core CPU, half of it the score
-    matmul; the default on CPU. Its cost grows with the largest held-out count per chunk: a user
-    with thousands of held-out items would make its chunk slow.
-The default on GPU/TPU is "top_k" (not timed there; both are exact, pick with `method=`).
+    The default on CPU. Its cost grows with the largest held-out count per chunk: a user with
+    thousands of held-out items would make its chunk slow.
+The default on GPU/TPU is "top_k" (both are exact; pick with `method=`). benchmarks/README.md
+times both on each machine ("Evaluation methods").
 
 Layout: users are processed in fixed chunks of `chunk_size` rows (the last one padded; padded rows
 have no held-out items and so drop out of every average). No [num_users, num_items] array is ever
@@ -55,9 +55,10 @@ params, eval_data)`, the same pass with the per-chunk scores from `score_fn` (se
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -103,22 +104,29 @@ def _sortable_keys(scores: jax.Array) -> jax.Array:
 _MASKED_KEY = -(2**31) + 0x7FFFFF
 
 
-def _labels_top_k(
-    scores: jax.Array,
-    mask_rows: jax.Array,
-    mask_items: jax.Array,
-    rows: jax.Array,
-    items: jax.Array,
-    flags: jax.Array,
-    k_max: int,
-) -> jax.Array:
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _ChunkPairs:
+  """One chunk's pairs, [T] training (masked out of the ranking) and [L] held out.
+
+  Rows are out of range for entries that are not the chunk's pairs (a scatter with mode="drop"
+  skips them); `slots` is each held-out pair's index among its row's held-out pairs.
+  """
+
+  train_rows: jax.Array
+  train_items: jax.Array
+  rows: jax.Array
+  items: jax.Array
+  flags: jax.Array
+  slots: jax.Array
+
+
+def _labels_top_k(scores: jax.Array, pairs: _ChunkPairs, k_max: int) -> jax.Array:
   """Labels of the top k_max items of each row via `lax.top_k`.
 
   Args:
     scores: [chunk_size, num_items] float32 scores.
-    mask_rows, mask_items: [T] the chunk's training pairs, masked out (rows out of range for
-      non-pairs).
-    rows, items, flags: [L] the chunk's held-out pairs (rows out of range for non-pairs).
+    pairs: the chunk's training and held-out pairs.
     k_max: positions to return.
 
   Returns:
@@ -127,35 +135,23 @@ def _labels_top_k(
   # top_k orders -0.0 below +0.0 (and, on CPU, keeps apart the subnormals that XLA's comparisons
   # flush to zero): make every score equal to 0 exactly +0.0 so that all of them tie.
   scores = jnp.where(scores == 0, 0.0, scores)
-  scores = scores.at[mask_rows, mask_items].set(-jnp.inf, mode="drop")
-  labels = jnp.zeros(scores.shape, jnp.int8).at[rows, items].set(flags, mode="drop")
+  scores = scores.at[pairs.train_rows, pairs.train_items].set(-jnp.inf, mode="drop")
+  labels = jnp.zeros(scores.shape, jnp.int8).at[pairs.rows, pairs.items].set(pairs.flags,
+                                                                             mode="drop")
   top_scores, top_items = jax.lax.top_k(scores, k_max)  # ties: lower index first
   top_labels = jnp.take_along_axis(labels, top_items, axis=1)
   # With fewer than k_max unmasked items, top_k returns masked (training) items: never hits.
   return jnp.where(top_scores > -jnp.inf, top_labels, 0)
 
 
-def _labels_count(
-    scores: jax.Array,
-    mask_rows: jax.Array,
-    mask_items: jax.Array,
-    rows: jax.Array,
-    items: jax.Array,
-    flags: jax.Array,
-    slots: jax.Array,
-    pass_items: jax.Array,
-    first_pass: jax.Array,
-    num_passes: jax.Array,
-    max_passes: int,
-    k_max: int,
-) -> jax.Array:
+def _labels_count(scores: jax.Array, pairs: _ChunkPairs, pass_items: jax.Array,
+                  first_pass: jax.Array, num_passes: jax.Array, max_passes: int,
+                  k_max: int) -> jax.Array:
   """Same result as `_labels_top_k`, from the rank of each held-out item.
 
   Args:
     scores: [chunk_size, num_items] float32 scores.
-    mask_rows, mask_items: [T] the chunk's training pairs, masked out (rows out of range for
-      non-pairs).
-    rows, items, flags, slots: [L] the chunk's held-out pairs (rows out of range for non-pairs).
+    pairs: the chunk's training and held-out pairs.
     pass_items: [Q + 1, chunk_size] int32 all chunks' per-pass items (EvalData.pass_items).
     first_pass: [] int32 this chunk's first row of pass_items.
     num_passes: [] int32 this chunk's passes, at most max_passes.
@@ -168,9 +164,10 @@ def _labels_count(
   size, num_items = scores.shape
   item_ids = jnp.arange(num_items, dtype=jnp.int32)
   # Integer keys: for a lower id, "score >= value" becomes "key > key(value) - 1", so both cases
-  # are one comparison with no select (2x faster on XLA CPU than selecting between two float
+  # are one comparison with no select (cheaper on XLA CPU than selecting between two float
   # comparisons; a float nextafter would need subnormals, which XLA flushes to zero).
-  keys = _sortable_keys(scores).at[mask_rows, mask_items].set(_MASKED_KEY, mode="drop")
+  keys = _sortable_keys(scores).at[pairs.train_rows, pairs.train_items].set(_MASKED_KEY,
+                                                                          mode="drop")
 
   def one_pass(m: jax.Array, ranks: jax.Array) -> jax.Array:
     item = jax.lax.dynamic_index_in_dim(pass_items, first_pass + m, keepdims=False)  # [size]
@@ -184,15 +181,15 @@ def _labels_count(
   ranks = jax.lax.fori_loop(
       0, num_passes, one_pass, jnp.full((max_passes, size), k_max, jnp.int32)
   )
-  safe_rows = jnp.minimum(rows, size - 1)
-  rank = ranks[slots, safe_rows]  # [L]
+  safe_rows = jnp.minimum(pairs.rows, size - 1)
+  rank = ranks[pairs.slots, safe_rows]  # [L]
   # A masked (training) held-out item is never a hit, whatever its rank among the -inf scores.
-  hit = (rank < k_max) & (keys[safe_rows, items] > _MASKED_KEY)
+  hit = (rank < k_max) & (keys[safe_rows, pairs.items] > _MASKED_KEY)
   # Distinct items of one row have distinct ranks, so the scatter has no collisions.
   return (
       jnp.zeros((size, k_max), jnp.int8)
-      .at[jnp.where(hit, rows, size), rank]
-      .set(flags, mode="drop")
+      .at[jnp.where(hit, pairs.rows, size), rank]
+      .set(pairs.flags, mode="drop")
   )
 
 
@@ -233,7 +230,9 @@ def _metric_sums(
   return sums, jnp.sum(counted, dtype=jnp.int32)
 
 
-class ScoreChunk(NamedTuple):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ScoreChunk:
   """What a score function sees of one chunk of evaluation rows (all traced arrays).
 
   Attributes:
@@ -285,25 +284,26 @@ def _evaluate_sums(
     users = jax.lax.dynamic_slice_in_dim(data.user_ids, first, size)
     mask_rows = _chunk_rows(data.train_rows, data.train_offsets, chunk, data.train_max_len, size)
     mask_items = _window(data.train_items, data.train_offsets, chunk, data.train_max_len)
-    scores = score_fn(params, ScoreChunk(users, mask_rows, mask_items))
+    scores = score_fn(params, ScoreChunk(users=users, train_rows=mask_rows,
+                                         train_items=mask_items))
     if scores.shape != (size, data.num_items):
       raise ValueError(f"score_fn returned shape {scores.shape}, expected "
                        f"(chunk_size, num_items) = {(size, data.num_items)}")
     scores = scores.astype(jnp.float32)
 
     offsets, length = data.heldout_offsets, data.heldout_max_len
-    rows = _chunk_rows(data.heldout_rows, offsets, chunk, length, size)
-    items = _window(data.heldout_items, offsets, chunk, length)
-    flags = _window(data.heldout_flags, offsets, chunk, length)
+    pairs = _ChunkPairs(
+        train_rows=mask_rows, train_items=mask_items,
+        rows=_chunk_rows(data.heldout_rows, offsets, chunk, length, size),
+        items=_window(data.heldout_items, offsets, chunk, length),
+        flags=_window(data.heldout_flags, offsets, chunk, length),
+        slots=_window(data.heldout_slots, offsets, chunk, length))
     if method == "top_k":
-      labels = _labels_top_k(scores, mask_rows, mask_items, rows, items, flags, k_max)
+      labels = _labels_top_k(scores, pairs, k_max)
     else:
-      slots = _window(data.heldout_slots, offsets, chunk, length)
       first_pass = data.pass_offsets[chunk]
-      labels = _labels_count(
-          scores, mask_rows, mask_items, rows, items, flags, slots, data.pass_items, first_pass,
-          data.pass_offsets[chunk + 1] - first_pass, data.max_passes, k_max,
-      )
+      labels = _labels_count(scores, pairs, data.pass_items, first_pass,
+                             data.pass_offsets[chunk + 1] - first_pass, data.max_passes, k_max)
 
     tail = (labels & TAIL_FLAG) != 0
     n_all = jax.lax.dynamic_slice_in_dim(data.num_heldout, first, size)
@@ -324,7 +324,7 @@ def _evaluate_sums(
 
 
 def default_method() -> str:
-  """"count" on CPU (about 3x faster there), "top_k" on accelerators (not timed there)."""
+  """"count" on CPU (the faster there, benchmarks/README.md), "top_k" on accelerators."""
   return "count" if jax.default_backend() == "cpu" else "top_k"
 
 

@@ -8,7 +8,6 @@ in +-1/sqrt(fan_in)).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -45,9 +44,7 @@ class Graphs:
   item_knn: SparseOperator | None = None
 
 
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=("ego", "ids", "content_users", "content_items"),
-                   meta_fields=("num_users",))
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Embeddings:
   """Node representations, users [0, U) then items [U, U + I), kept as whole tables.
@@ -62,7 +59,7 @@ class Embeddings:
   ids: jax.Array  # [U + I, d] the ID branch (LightGCN) C
   content_users: jax.Array | None  # [U, d] the content branch M_u (AlignRec only)
   content_items: jax.Array | None  # [I, d] M_i
-  num_users: int
+  num_users: int = dataclasses.field(metadata=dict(static=True))
 
   def user_rows(self, users: jax.Array) -> jax.Array:
     """z_u for the given users: [B] -> [B, d]."""

@@ -153,8 +153,8 @@ def _squared_gram_norm(y: jax.Array, block: int = GRAM_BLOCK) -> jax.Array:
   Splitting Y's columns into blocks Y_1..Y_n, ||Y^T Y||^2 = sum_i ||Y_i^T Y_i||^2
   + 2 sum_{i<j} ||Y_i^T Y_j||^2, so row i needs only Y_i^T [Y_i ... Y_n]: (n + 1) / 2n of the
   FLOPs of the full product. At 768-d features this Gram product is the step's largest (2.4
-  GFLOP at batch 2048); blocks of 128 cut it to 1.4 GFLOP. Narrower blocks lose more to the
-  small products' overhead than they save.
+  GFLOP at batch 2048); blocks of 128 cut it to 1.4 GFLOP (benchmarks/README.md has the block
+  widths tried).
   """
   dim = y.shape[1]
   total = jnp.zeros((), y.dtype)

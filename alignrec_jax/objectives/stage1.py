@@ -12,8 +12,7 @@ The objective follows BEiT-3's spirit on our modalities:
   contrasted with each single-modality CLS of the same item (symmetric InfoNCE, averaged over
   the modalities). The other terms shape the fused CLS, the vector stage 2 reads, only
   indirectly; this one trains it to be the consensus of the modalities, robust to masked
-  content. On ml100k it raised the item-kNN test Recall@20 of the features from 0.035 to 0.043
-  and stage 2's from 0.141 to 0.146 (benchmarks/README.md); weight 0 switches it off.
+  content (its measured effect: benchmarks/README.md); weight 0 switches it off.
 
 Regression target: the RAW input, layer-normalised per token (zero mean, unit variance over its D
 features; no learned parameters), as MAE does with normalised pixels. A target built from the

@@ -31,8 +31,8 @@ from alignrec_jax.errors import AssetError
 from alignrec_jax.normalize import l2_normalize
 from alignrec_jax.text import assets
 
-# Each bucket costs one compilation (~1.5 s on CPU); 96 and 192 cut lfm2k's padded tokens from
-# 1.37x to 1.22x the real ones, a net saving of ~10% of the encoding time.
+# Each bucket costs one compilation; 96 and 192 cut lfm2k's padded tokens from 1.37x to 1.22x
+# the real ones, which more than pays for their compilations (benchmarks/README.md).
 DEFAULT_BUCKETS = (16, 32, 64, 96, 128, 192, 256)
 MAX_LENGTH = 256  # sentence-transformers' max_seq_length for this model (tokenizer.json says 128)
 
@@ -104,7 +104,8 @@ class BertLayer(nn.Module):
       return y.reshape(*y.shape[:-1], cfg.num_heads, head_dim).swapaxes(1, 2)
 
     # Heads are moved ahead of the sequence axis explicitly: the same einsums on the [b, l, h, d]
-    # layout ran 3-4x slower on XLA:CPU at length 256 (a batched dot with a strided batch axis).
+    # layout ran several times slower on XLA:CPU at length 256 (a batched dot with a strided batch
+    # axis).
     q = heads(dense(cfg.hidden_size, name="query")(x))
     k = heads(dense(cfg.hidden_size, name="key")(x))
     v = heads(dense(cfg.hidden_size, name="value")(x))
