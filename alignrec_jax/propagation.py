@@ -75,8 +75,13 @@ class SparseOperator:
     return "segment_sum" if self.csr is None else "csr"
 
   @classmethod
-  def from_graph(cls, graph: jraph.GraphsTuple, *, shape: tuple[int, int] | None = None,
-                 kernel: Kernel | None = None) -> SparseOperator:
+  def from_graph(
+    cls,
+    graph: jraph.GraphsTuple,
+    *,
+    shape: tuple[int, int] | None = None,
+    kernel: Kernel | None = None,
+  ) -> SparseOperator:
     """Puts a host GraphsTuple (edges sorted by receiver) on device for `kernel`.
 
     Args:
@@ -95,10 +100,12 @@ class SparseOperator:
     csr = None
     if kernel == "csr":
       order = np.lexsort((receivers, senders))  # A^T: rows are the senders
-      csr = CsrBackend(indptr=jnp.asarray(_row_pointers(receivers, shape[0])),
-                       t_data=jnp.asarray(np.asarray(graph.edges)[order]),
-                       t_indices=jnp.asarray(receivers[order]),
-                       t_indptr=jnp.asarray(_row_pointers(senders, shape[1])))
+      csr = CsrBackend(
+        indptr=jnp.asarray(_row_pointers(receivers, shape[0])),
+        t_data=jnp.asarray(np.asarray(graph.edges)[order]),
+        t_indices=jnp.asarray(receivers[order]),
+        t_indptr=jnp.asarray(_row_pointers(senders, shape[1])),
+      )
     return cls(graph=jax.tree.map(jnp.asarray, graph), csr=csr, shape=shape)
 
 
@@ -116,8 +123,9 @@ def _csr_propagate_fwd(op, x):
 
 
 def _csr_propagate_bwd(op, dy):
-  dx = _csr_product(op.csr.t_data, op.csr.t_indices, op.csr.t_indptr,
-                    (op.shape[1], op.shape[0]), dy)
+  dx = _csr_product(
+    op.csr.t_data, op.csr.t_indices, op.csr.t_indptr, (op.shape[1], op.shape[0]), dy
+  )
   # The graph is a constant of training: no cotangent for its arrays (None means zero).
   return None, dx
 
@@ -128,8 +136,9 @@ _csr_propagate.defvjp(_csr_propagate_fwd, _csr_propagate_bwd)
 def _segment_propagate(op: SparseOperator, x: jax.Array) -> jax.Array:
   graph = op.graph
   messages = graph.edges[:, None] * x[graph.senders]
-  return jraph.segment_sum(messages, graph.receivers, num_segments=op.shape[0],
-                           indices_are_sorted=True)
+  return jraph.segment_sum(
+    messages, graph.receivers, num_segments=op.shape[0], indices_are_sorted=True
+  )
 
 
 def propagate(op: SparseOperator, x: jax.Array) -> jax.Array:

@@ -44,12 +44,16 @@ class NegativeSampler:
     candidates = np.unique(train.items)
     full = np.flatnonzero(counts >= candidates.shape[0])
     if full.size:
-      raise DataError(f"user {full[0]} has interacted with all {candidates.shape[0]} training "
-                      "items: no negative item exists for it")
-    return cls(indptr=jnp.asarray(np.concatenate([[0], np.cumsum(counts)]), jnp.int32),
-               items=jnp.asarray(train.items[order], jnp.int32),
-               candidates=jnp.asarray(candidates, jnp.int32),
-               search_steps=max(1, math.ceil(math.log2(int(counts.max()) + 1))))
+      raise DataError(
+        f"user {full[0]} has interacted with all {candidates.shape[0]} training "
+        "items: no negative item exists for it"
+      )
+    return cls(
+      indptr=jnp.asarray(np.concatenate([[0], np.cumsum(counts)]), jnp.int32),
+      items=jnp.asarray(train.items[order], jnp.int32),
+      candidates=jnp.asarray(candidates, jnp.int32),
+      search_steps=max(1, math.ceil(math.log2(int(counts.max()) + 1))),
+    )
 
   def contains(self, users: jax.Array, items: jax.Array) -> jax.Array:
     """[B] bool: whether each (users[k], items[k]) is a training interaction."""
@@ -63,8 +67,7 @@ class NegativeSampler:
       mid = (lo + hi) // 2
       go_right = self.items[jnp.minimum(mid, last)] < items
       active = lo < hi
-      return (jnp.where(active & go_right, mid + 1, lo),
-              jnp.where(active & ~go_right, mid, hi))
+      return (jnp.where(active & go_right, mid + 1, lo), jnp.where(active & ~go_right, mid, hi))
 
     lo, _ = jax.lax.fori_loop(0, self.search_steps + 1, step, (lo, hi))
     return (lo < end) & (self.items[jnp.minimum(lo, last)] == items)

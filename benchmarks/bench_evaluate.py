@@ -49,9 +49,15 @@ def main(argv):
         start = time.perf_counter()
         evaluate(user_emb, item_emb, data, method=method)
         times.append(time.perf_counter() - start)
-      result = {"data": dataset.name, "chunk_size": chunk_size, "method": method,
-                "prepare_seconds": prepare, "first_call_seconds": first,
-                "median_seconds": statistics.median(times), **machine.describe()}
+      result = {
+        "data": dataset.name,
+        "chunk_size": chunk_size,
+        "method": method,
+        "prepare_seconds": prepare,
+        "first_call_seconds": first,
+        "median_seconds": statistics.median(times),
+        **machine.describe(),
+      }
       machine.report(result, _OUTPUT.value)
 
 

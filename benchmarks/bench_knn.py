@@ -41,12 +41,15 @@ def main(argv):
   knn = graph_lib.knn_graph(feats, k=_K.value)
   seconds = time.perf_counter() - start
   result = {
-      "items": _ITEMS.value, "dim": _DIM.value, "k": _K.value, "nnz": knn.nnz,
-      "block_size": graph_lib.default_block_size(_ITEMS.value),
-      "tflop": 2 * _ITEMS.value**2 * _DIM.value / 1e12,
-      "seconds": seconds,
-      "extra_peak_gib": max(machine.peak_rss_gib(), peak_before) - before,
-      **machine.describe(),
+    "items": _ITEMS.value,
+    "dim": _DIM.value,
+    "k": _K.value,
+    "nnz": knn.nnz,
+    "block_size": graph_lib.default_block_size(_ITEMS.value),
+    "tflop": 2 * _ITEMS.value**2 * _DIM.value / 1e12,
+    "seconds": seconds,
+    "extra_peak_gib": max(machine.peak_rss_gib(), peak_before) - before,
+    **machine.describe(),
   }
   machine.report(result, _OUTPUT.value)
 

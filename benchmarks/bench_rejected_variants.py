@@ -63,8 +63,7 @@ def _blocked_info_nce_and_grads(a, b, mask, inv_tau, block):
     scale = (weight[rows] / row_sums)[:, None]
     grad_a_blocks.append(inv_tau * (scale * (exps @ b) - weight[rows, None] * b[rows]))
     grad_b += exps.T @ (scale * a[rows])
-  return (total / count, jnp.concatenate(grad_a_blocks),
-          inv_tau * (grad_b - weight[:, None] * a))
+  return (total / count, jnp.concatenate(grad_a_blocks), inv_tau * (grad_b - weight[:, None] * a))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -93,52 +92,68 @@ def info_nce_variants() -> tuple[dict[str, Part], str]:
   """
 
   def library(a, b, c, d, mask):
-    return (losses.info_nce(anchors=a, positives=b, temperature=_TEMPERATURE, mask=mask)
-            + losses.info_nce(anchors=c, positives=d, temperature=_TEMPERATURE, mask=mask))
+    return losses.info_nce(
+      anchors=a, positives=b, temperature=_TEMPERATURE, mask=mask
+    ) + losses.info_nce(anchors=c, positives=d, temperature=_TEMPERATURE, mask=mask)
 
   def blocked(block):
     def pair(a, b, c, d, mask):
       norm = l2_normalize
-      return (_blocked_info_nce(norm(a), norm(b), mask, 1 / _TEMPERATURE, block)
-              + _blocked_info_nce(norm(c), norm(d), mask, 1 / _TEMPERATURE, block))
+      return _blocked_info_nce(norm(a), norm(b), mask, 1 / _TEMPERATURE, block) + _blocked_info_nce(
+        norm(c), norm(d), mask, 1 / _TEMPERATURE, block
+      )
+
     return pair
 
   keys = jax.random.split(jax.random.key(0), 4)
-  args = (*(jax.random.normal(k, (_BATCH, _DIM)) for k in keys),
-          jnp.ones(_BATCH).at[-100:].set(0.0))  # a padded last batch
+  args = (
+    *(jax.random.normal(k, (_BATCH, _DIM)) for k in keys),
+    jnp.ones(_BATCH).at[-100:].set(0.0),
+  )  # a padded last batch
   fns = {"library": library, **{f"blocked_{n}": blocked(n) for n in (256, 512, 1024)}}
   parts = {name: Part(jax.value_and_grad(fn, (0, 1, 2, 3)), args) for name, fn in fns.items()}
   reference = jax.jit(parts["library"].fn)(*args)[1]
-  worst = max(float(jnp.max(jnp.abs(x - y)))
-              for part in parts.values()
-              for x, y in zip(jax.jit(part.fn)(*args)[1], reference, strict=True))
+  worst = max(
+    float(jnp.max(jnp.abs(x - y)))
+    for part in parts.values()
+    for x, y in zip(jax.jit(part.fn)(*args)[1], reference, strict=True)
+  )
   return parts, f"{worst:.1e}"
 
 
 def csr_variants(data_dir: str) -> dict[str, Part]:
   """{name: Part} of one A_hat x X product with the operator whole or in row blocks."""
   dataset = load_mmrec(data_dir)
-  op = SparseOperator.from_graph(user_item_graph(dataset.train, num_users=dataset.num_users,
-                                                 num_items=dataset.num_items), kernel="csr")
-  indptr, indices, values = (np.asarray(a) for a in (op.csr.indptr, op.graph.senders,
-                                                      op.graph.edges))
+  op = SparseOperator.from_graph(
+    user_item_graph(dataset.train, num_users=dataset.num_users, num_items=dataset.num_items),
+    kernel="csr",
+  )
+  indptr, indices, values = (
+    np.asarray(a) for a in (op.csr.indptr, op.graph.senders, op.graph.edges)
+  )
   num_rows, nnz = op.shape[0], len(values)
   x = jax.random.normal(jax.random.key(1), (num_rows, _DIM)) * 0.1
 
   def row_blocks(count):
-    cuts = [0, *(int(np.searchsorted(indptr, nnz * j // count))
-                 for j in range(1, count)), num_rows]
-    return [(jnp.asarray(values[indptr[lo]:indptr[hi]]),
-             jnp.asarray(indices[indptr[lo]:indptr[hi]]),
-             jnp.asarray(indptr[lo:hi + 1] - indptr[lo]), (hi - lo, op.shape[1]))
-            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
+    cuts = [0, *(int(np.searchsorted(indptr, nnz * j // count)) for j in range(1, count)), num_rows]
+    return [
+      (
+        jnp.asarray(values[indptr[lo] : indptr[hi]]),
+        jnp.asarray(indices[indptr[lo] : indptr[hi]]),
+        jnp.asarray(indptr[lo : hi + 1] - indptr[lo]),
+        (hi - lo, op.shape[1]),
+      )
+      for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
+    ]
 
   def product(blocks):
     shapes = [shape for *_, shape in blocks]
 
     def fn(x, arrays):
-      return jnp.concatenate([sparse.BCSR(arr, shape=shape) @ x
-                              for arr, shape in zip(arrays, shapes, strict=True)])
+      return jnp.concatenate(
+        [sparse.BCSR(arr, shape=shape) @ x for arr, shape in zip(arrays, shapes, strict=True)]
+      )
+
     return Part(fn, (x, [tuple(block[:3]) for block in blocks]))
 
   return {f"{n}_blocks": product(row_blocks(n)) for n in (1, 2, 4)}
@@ -152,10 +167,12 @@ def main(argv):
     times = {name: [] for name in parts}
     for _ in range(_ROUNDS.value):
       for name, part in parts.items():
-        times[name].append(1e3 * in_loop_seconds(part, iterations=_ITERATIONS.value,
-                                                  repeats=_REPEATS.value))
-    result[group] = {name: {"ms_median": statistics.median(t), "ms_all": t}
-                     for name, t in times.items()}
+        times[name].append(
+          1e3 * in_loop_seconds(part, iterations=_ITERATIONS.value, repeats=_REPEATS.value)
+        )
+    result[group] = {
+      name: {"ms_median": statistics.median(t), "ms_all": t} for name, t in times.items()
+    }
   machine.report(result, _OUTPUT.value)
 
 

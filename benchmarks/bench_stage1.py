@@ -68,25 +68,28 @@ class _Vector(NamedTuple):
 
 # name -> (items, modalities in token order).
 PRESETS: dict[str, tuple[int, dict[str, _Text | _Tags | _Vector]]] = {
-    "ml100k": (1_682, {"text": _Text(33, 5, 25), "genre": _Tags(6, 19)}),
-    "lfm2k": (1_425, {"text": _Text(64, 26, 64), "audio": _Vector(128)}),
-    "baby": (7_050, {"text": _Text(64, 16, 64), "image": _Vector(4096)}),
+  "ml100k": (1_682, {"text": _Text(33, 5, 25), "genre": _Tags(6, 19)}),
+  "lfm2k": (1_425, {"text": _Text(64, 26, 64), "audio": _Vector(128)}),
+  "baby": (7_050, {"text": _Text(64, 16, 64), "image": _Vector(4096)}),
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
-                                          "Config; its `stage1` section is used.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", "configs/default.py", "Config; its `stage1` section is used.", lock_config=True
+)
 _PRESET = flags.DEFINE_enum("preset", "ml100k", list(PRESETS), "Dataset shapes to synthesise.")
-_EPOCHS = flags.DEFINE_integer("timed_epochs", 5, "Epochs timed after the warm-up epoch.",
-                              lower_bound=1)
-_ENCODES = flags.DEFINE_integer("timed_encodes", 3, "Encode passes timed after the first one.",
-                               lower_bound=1)
+_EPOCHS = flags.DEFINE_integer(
+  "timed_epochs", 5, "Epochs timed after the warm-up epoch.", lower_bound=1
+)
+_ENCODES = flags.DEFINE_integer(
+  "timed_encodes", 3, "Encode passes timed after the first one.", lower_bound=1
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic content.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 
 
-def synthetic_content(preset: str, *, text_max_tokens: int, vector_tokens: int,
-                      seed: int) -> Content:
+def synthetic_content(
+  preset: str, *, text_max_tokens: int, vector_tokens: int, seed: int
+) -> Content:
   """Random item content with the shapes of `preset` (see the module docstring).
 
   Args:
@@ -107,17 +110,19 @@ def synthetic_content(preset: str, *, text_max_tokens: int, vector_tokens: int,
       states *= mask[..., None]  # padding states are zero, as in the cached MiniLM states
       inputs[name] = ModalityInput(values=states, mask=mask, present=mask.any(axis=1))
       specs.append(ModalitySpec(name, "sequence", input_dim=_TEXT_DIM, max_len=slots))
-      lines.append(f"{name} sequence [{num_items}, {slots}, {_TEXT_DIM}] "
-                   f"(mean {lengths.mean():.1f} real)")
+      lines.append(
+        f"{name} sequence [{num_items}, {slots}, {_TEXT_DIM}] (mean {lengths.mean():.1f} real)"
+      )
     elif isinstance(shape, _Tags):
       counts = rng.integers(1, shape.slots + 1, num_items)
       ids = rng.integers(0, shape.vocab, (num_items, shape.slots)).astype(np.int32)
       ids[np.arange(shape.slots) >= counts[:, None]] = -1
       inputs[name] = ModalityInput(values=ids)
-      specs.append(ModalitySpec(name, "categorical", max_len=shape.slots,
-                                vocab_size=shape.vocab))
-      lines.append(f"{name} categorical [{num_items}, {shape.slots}] vocabulary {shape.vocab} "
-                   f"(mean {counts.mean():.1f} real)")
+      specs.append(ModalitySpec(name, "categorical", max_len=shape.slots, vocab_size=shape.vocab))
+      lines.append(
+        f"{name} categorical [{num_items}, {shape.slots}] vocabulary {shape.vocab} "
+        f"(mean {counts.mean():.1f} real)"
+      )
     else:
       # Standardised as `data.content` does with real features, so the values the encoder
       # sees have the real inputs' scale.
@@ -151,8 +156,10 @@ def _step_gflop(pretrainer, state, inputs) -> float:
   step = jax.jit(pretrainer.train_step)
   rows = jnp.arange(pretrainer.batch_size) % pretrainer.num_items
   # Shapes only (no device placement), so that lowering for another platform is allowed.
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          (state, inputs, rows, jnp.ones(len(rows), bool), jax.random.key(0)))
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+    (state, inputs, rows, jnp.ones(len(rows), bool), jax.random.key(0)),
+  )
   cost = step.trace(*abstract).lower(lowering_platforms=("cpu",)).cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float((cost or {}).get("flops", math.nan)) / 1e9
@@ -163,13 +170,20 @@ def main(argv):
   config = _CONFIG.value.stage1
   preset = _PRESET.value
   sizes = {k: v for k, v in json.loads(config.to_json()).items() if k != "data"}
-  result = {"preset": preset,
-            "config_file": config_flags.get_config_filename(flags.FLAGS["config"]),
-            "stage1": sizes, **machine.describe()}
+  result = {
+    "preset": preset,
+    "config_file": config_flags.get_config_filename(flags.FLAGS["config"]),
+    "stage1": sizes,
+    **machine.describe(),
+  }
 
   start = time.perf_counter()
-  content = synthetic_content(preset, text_max_tokens=config.data.text_max_tokens,
-                              vector_tokens=config.model.vector_tokens, seed=_SEED.value)
+  content = synthetic_content(
+    preset,
+    text_max_tokens=config.data.text_max_tokens,
+    vector_tokens=config.model.vector_tokens,
+    seed=_SEED.value,
+  )
   inputs = jax.block_until_ready(jax.device_put(content.inputs))
   result["setup_seconds"] = time.perf_counter() - start
   num_items = content.num_items
@@ -179,10 +193,14 @@ def main(argv):
   rows = jnp.arange(pretrainer.batch_size) % num_items
   example = stage1.gather_batch(inputs, rows, jnp.ones(pretrainer.batch_size, bool))
   state = pretrainer.init_state(jax.random.key(0), example)
-  result.update(num_items=num_items, steps_per_epoch=steps, content=content.description,
-                tokens_per_item=1 + sum(s.num_tokens if s.kind == "vector" else s.max_len
-                                        for s in content.specs),
-                num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)))
+  result.update(
+    num_items=num_items,
+    steps_per_epoch=steps,
+    content=content.description,
+    tokens_per_item=1
+    + sum(s.num_tokens if s.kind == "vector" else s.max_len for s in content.specs),
+    num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)),
+  )
   result["peak_rss_gib_after_setup"] = machine.peak_rss_gib()
 
   epoch_fn = pretrainer.make_train_epoch()
@@ -207,8 +225,9 @@ def main(argv):
 
   # The NumPy inputs, as `run_stage1` passes them: encode_items slices them on the host.
   def encode():
-    return stage1.encode_items(state.params, pretrainer.module, content.inputs,
-                               config.train.encode_batch_size)
+    return stage1.encode_items(
+      state.params, pretrainer.module, content.inputs, config.train.encode_batch_size
+    )
 
   _, result["encode_first_call_seconds"] = _timed(encode)
   encode_times = [_timed(encode)[1] for _ in range(_ENCODES.value)]
@@ -216,26 +235,32 @@ def main(argv):
 
   step_gflop = _step_gflop(pretrainer, state, inputs)
   epoch_gflop = step_gflop * steps
-  result.update(step_gflop=step_gflop, epoch_gflop=epoch_gflop,
-                achieved_gflops=epoch_gflop / result["epoch_seconds_median"])
+  result.update(
+    step_gflop=step_gflop,
+    epoch_gflop=epoch_gflop,
+    achieved_gflops=epoch_gflop / result["epoch_seconds_median"],
+  )
   result["peak_rss_gib"] = machine.peak_rss_gib()
   result["peak_device_gib"] = _device_peak_gib()
 
   machine.report(result, _OUTPUT.value)
-  device_memory = ("" if result["peak_device_gib"] is None
-                   else f", device {result['peak_device_gib']:.2f} GiB")
-  print(f"\nstage 1, {preset} shapes on {jax.default_backend()} "
-        f"({result['devices'][0]}): {content.description}\n"
-        f"  encoder {config.model.num_layers} x {config.model.width} "
-        f"({config.model.num_heads} heads), {result['num_params']:,} parameters; "
-        f"{num_items:,} items, {steps} steps of {pretrainer.batch_size}, "
-        f"{result['tokens_per_item']} tokens an item\n"
-        f"  compile {result['compile_seconds']:.1f} s | "
-        f"epoch {result['epoch_seconds_median']:.3f} s median of {len(epoch_times)} "
-        f"({result['items_per_second']:,.0f} items/s) | "
-        f"encode all items {result['encode_seconds_median']:.3f} s\n"
-        f"  {step_gflop:.1f} GFLOP a step, {result['achieved_gflops']:,.0f} GFLOP/s | "
-        f"peak RSS {result['peak_rss_gib']:.2f} GiB{device_memory}")
+  device_memory = (
+    "" if result["peak_device_gib"] is None else f", device {result['peak_device_gib']:.2f} GiB"
+  )
+  print(
+    f"\nstage 1, {preset} shapes on {jax.default_backend()} "
+    f"({result['devices'][0]}): {content.description}\n"
+    f"  encoder {config.model.num_layers} x {config.model.width} "
+    f"({config.model.num_heads} heads), {result['num_params']:,} parameters; "
+    f"{num_items:,} items, {steps} steps of {pretrainer.batch_size}, "
+    f"{result['tokens_per_item']} tokens an item\n"
+    f"  compile {result['compile_seconds']:.1f} s | "
+    f"epoch {result['epoch_seconds_median']:.3f} s median of {len(epoch_times)} "
+    f"({result['items_per_second']:,.0f} items/s) | "
+    f"encode all items {result['encode_seconds_median']:.3f} s\n"
+    f"  {step_gflop:.1f} GFLOP a step, {result['achieved_gflops']:,.0f} GFLOP/s | "
+    f"peak RSS {result['peak_rss_gib']:.2f} GiB{device_memory}"
+  )
 
 
 if __name__ == "__main__":

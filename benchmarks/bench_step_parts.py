@@ -64,8 +64,10 @@ def machine_roofline(repeats: int) -> dict[str, float]:
   y = jax.random.normal(jax.random.key(3), (size,))
   dot = jax.jit(lambda x, y: jnp.sum(x * y))
   stream_seconds = timing.median_seconds(dot, x, y, repeats=repeats)
-  return {"matmul_gflops": 2 * n**3 / matmul_seconds / 1e9,
-          "stream_gbytes_per_s": 2 * 4 * size / stream_seconds / 1e9}
+  return {
+    "matmul_gflops": 2 * n**3 / matmul_seconds / 1e9,
+    "stream_gbytes_per_s": 2 * 4 * size / stream_seconds / 1e9,
+  }
 
 
 def step_parts(exp, config) -> dict[str, timing.Part]:
@@ -86,12 +88,12 @@ def step_parts(exp, config) -> dict[str, timing.Part]:
   mask = jnp.ones(batch_size)
 
   def info_nce_pair(a, b, c, d, mask):
-    return (losses.info_nce(anchors=a, positives=b, temperature=tau, mask=mask)
-            + losses.info_nce(anchors=c, positives=d, temperature=tau, mask=mask))
+    return losses.info_nce(anchors=a, positives=b, temperature=tau, mask=mask) + losses.info_nce(
+      anchors=c, positives=d, temperature=tau, mask=mask
+    )
 
   def similarity(embeddings, batch_features, mask):
-    return losses.similarity_preservation(embeddings=embeddings, features=batch_features,
-                                          mask=mask)
+    return losses.similarity_preservation(embeddings=embeddings, features=batch_features, mask=mask)
 
   def projection(table, kernel, cotangent):
     return jnp.sum((table @ kernel) * cotangent)
@@ -112,16 +114,25 @@ def step_parts(exp, config) -> dict[str, timing.Part]:
   grad = jax.value_and_grad
   Part = timing.Part  # noqa: N806
   return {
-      "info_nce": Part(grad(info_nce_pair, (0, 1, 2, 3)), (*rows, mask)),
-      "similarity": Part(grad(similarity), (rows[0], features[:batch_size], mask)),
-      "projection": Part(grad(projection, (0, 1)),
-                         (features, jax.random.normal(keys[4], (features.shape[1], dim)) * 0.03,
-                          jax.random.normal(keys[5], (features.shape[0], dim)))),
-      "adam_f": Part(adam_f, (table, adam.init(table),
-                              jax.random.normal(keys[7], table.shape) * 1e-3), carries=True),
-      "propagation": Part(grad(propagation),
-                          (jax.random.normal(keys[6], (graphs.user_item.shape[0], dim)) * 0.1,
-                           graphs)),
+    "info_nce": Part(grad(info_nce_pair, (0, 1, 2, 3)), (*rows, mask)),
+    "similarity": Part(grad(similarity), (rows[0], features[:batch_size], mask)),
+    "projection": Part(
+      grad(projection, (0, 1)),
+      (
+        features,
+        jax.random.normal(keys[4], (features.shape[1], dim)) * 0.03,
+        jax.random.normal(keys[5], (features.shape[0], dim)),
+      ),
+    ),
+    "adam_f": Part(
+      adam_f,
+      (table, adam.init(table), jax.random.normal(keys[7], table.shape) * 1e-3),
+      carries=True,
+    ),
+    "propagation": Part(
+      grad(propagation),
+      (jax.random.normal(keys[6], (graphs.user_item.shape[0], dim)) * 0.1, graphs),
+    ),
   }
 
 
@@ -129,17 +140,20 @@ def main(argv):
   del argv
   config = _CONFIG.value
   repeats = _REPEATS.value
-  result = {"config": config.data.name, **machine.describe(),
-            "batch_size": config.train.batch_size}
+  result = {"config": config.data.name, **machine.describe(), "batch_size": config.train.batch_size}
   roofline = machine_roofline(repeats)
   result.update(roofline)
   exp = stage2.build_experiment(config, _WORKDIR.value)
   recommender = stage2.build_recommender(config, exp)
   state = recommender.init_state(jax.random.key(0), exp.train_data)
   steps = recommender.steps_per_epoch
-  measured = {name: (timing.xla_cost(part.fn, *part.args),
-                     timing.in_loop_seconds(part, iterations=_ITERATIONS.value, repeats=repeats))
-              for name, part in step_parts(exp, config).items()}
+  measured = {
+    name: (
+      timing.xla_cost(part.fn, *part.args),
+      timing.in_loop_seconds(part, iterations=_ITERATIONS.value, repeats=repeats),
+    )
+    for name, part in step_parts(exp, config).items()
+  }
   cost = timing.step_cost(recommender, exp, state)
   epoch = recommender.make_train_epoch()
   state, _ = jax.block_until_ready(epoch(state, exp.train_data, jax.random.key(1)))  # compiles
@@ -149,15 +163,27 @@ def main(argv):
 
   parts = {}
   for name, ((flops, bytes_accessed), seconds) in measured.items():
-    floor = (flops / (roofline["matmul_gflops"] * 1e9)
-             + bytes_accessed / (roofline["stream_gbytes_per_s"] * 1e9))
-    parts[name] = {"ms": 1e3 * seconds, "gflop": flops / 1e9, "gbytes": bytes_accessed / 1e9,
-                   "roofline_ms": 1e3 * floor, "over_roofline": seconds / floor}
-    print(f"{name:12s} {1e3 * seconds:7.1f} ms  {flops / 1e9:6.2f} GFLOP  "
-          f"{bytes_accessed / 1e9:6.3f} GB  roofline {1e3 * floor:6.1f} ms  "
-          f"x{seconds / floor:4.2f}")
-  result.update(parts=parts, steps_per_epoch=steps, epoch_seconds=epoch_seconds,
-                parts_sum_ms=sum(p["ms"] for name, p in parts.items() if name != "step"))
+    floor = flops / (roofline["matmul_gflops"] * 1e9) + bytes_accessed / (
+      roofline["stream_gbytes_per_s"] * 1e9
+    )
+    parts[name] = {
+      "ms": 1e3 * seconds,
+      "gflop": flops / 1e9,
+      "gbytes": bytes_accessed / 1e9,
+      "roofline_ms": 1e3 * floor,
+      "over_roofline": seconds / floor,
+    }
+    print(
+      f"{name:12s} {1e3 * seconds:7.1f} ms  {flops / 1e9:6.2f} GFLOP  "
+      f"{bytes_accessed / 1e9:6.3f} GB  roofline {1e3 * floor:6.1f} ms  "
+      f"x{seconds / floor:4.2f}"
+    )
+  result.update(
+    parts=parts,
+    steps_per_epoch=steps,
+    epoch_seconds=epoch_seconds,
+    parts_sum_ms=sum(p["ms"] for name, p in parts.items() if name != "step"),
+  )
   machine.report(result, _OUTPUT.value)
 
 

@@ -48,10 +48,14 @@ def main(argv):
   dataset = exp.dataset
   num_train = len(dataset.train)
   steps = math.ceil(num_train / config.train.batch_size)
-  result.update(num_users=dataset.num_users, num_items=dataset.num_items, num_train=num_train,
-                steps_per_epoch=steps, feature_dim=int(exp.train_data.features.shape[1])
-                if exp.train_data.features is not None else 0,
-                kernel=exp.train_data.graphs.user_item.kernel)
+  result.update(
+    num_users=dataset.num_users,
+    num_items=dataset.num_items,
+    num_train=num_train,
+    steps_per_epoch=steps,
+    feature_dim=int(exp.train_data.features.shape[1]) if exp.train_data.features is not None else 0,
+    kernel=exp.train_data.graphs.user_item.kernel,
+  )
 
   recommender = stage2.build_recommender(config, exp)
   state = recommender.init_state(jax.random.key(0), exp.train_data)
@@ -63,8 +67,7 @@ def main(argv):
   result["peak_rss_gib_after_compile"] = machine.peak_rss_gib()
 
   (state, _), result["warmup_epoch_seconds"] = _timed(compiled, state, exp.train_data, key)
-  state, epoch_times = timing.timed_epochs(compiled, state, exp.train_data,
-                                           epochs=_EPOCHS.value)
+  state, epoch_times = timing.timed_epochs(compiled, state, exp.train_data, epochs=_EPOCHS.value)
   result["epoch_seconds_median"] = statistics.median(epoch_times)
   result["epoch_seconds_all"] = epoch_times
   result["peak_rss_gib_after_training"] = machine.peak_rss_gib()
@@ -81,8 +84,12 @@ def main(argv):
 
   flops, bytes_accessed = timing.step_cost(recommender, exp, state)
   step_seconds = result["epoch_seconds_median"] / steps
-  result.update(step_gflop=flops / 1e9, step_gbytes=bytes_accessed / 1e9,
-                step_seconds=step_seconds, achieved_gflops=flops / 1e9 / step_seconds)
+  result.update(
+    step_gflop=flops / 1e9,
+    step_gbytes=bytes_accessed / 1e9,
+    step_seconds=step_seconds,
+    achieved_gflops=flops / 1e9 / step_seconds,
+  )
   result["peak_rss_gib"] = machine.peak_rss_gib()
 
   machine.report(result, _OUTPUT.value)

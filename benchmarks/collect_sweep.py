@@ -21,8 +21,9 @@ from absl import app, flags
 _SWEEP = flags.DEFINE_string("sweep", None, "The sweep's workdir.", required=True)
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset name in the records.", required=True)
 _TABLE = flags.DEFINE_string("table", None, "Copy SWEEP/sweep.json here.")
-_RUNS = flags.DEFINE_string("runs", None, "Append new run records to this JSON-lines file.",
-                            required=True)
+_RUNS = flags.DEFINE_string(
+  "runs", None, "Append new run records to this JSON-lines file.", required=True
+)
 
 
 # The per-run fields kept in benchmarks/results/sweep_runs_*.jsonl: one JSON line per run.
@@ -43,10 +44,14 @@ def run_records(root: str, dataset: str) -> list[dict[str, Any]]:
     input_dir = os.path.dirname(setting_dir)
     with open(path) as f:
       summary = json.load(f)
-    record = {"dataset": dataset, "input": os.path.basename(input_dir),
-              "setting": os.path.basename(setting_dir),
-              "seed": int(os.path.basename(seed_dir).removeprefix("seed_")),
-              "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"]}
+    record = {
+      "dataset": dataset,
+      "input": os.path.basename(input_dir),
+      "setting": os.path.basename(setting_dir),
+      "seed": int(os.path.basename(seed_dir).removeprefix("seed_")),
+      "best_epoch": summary["best_epoch"],
+      "epochs_run": summary["epochs_run"],
+    }
     for split in RECORD_SPLITS:
       for metric in RECORD_METRICS:
         if split in summary:

@@ -31,13 +31,13 @@ def describe() -> dict[str, object]:
     except metadata.PackageNotFoundError:
       versions[name] = None
   return {
-      "cpu": _cpu_model(),
-      "cpu_count": os.cpu_count(),
-      "backend": jax.default_backend(),
-      "devices": [d.device_kind for d in jax.devices()],
-      "load_average_1m": os.getloadavg()[0],
-      "python": platform.python_version(),
-      "versions": versions,
+    "cpu": _cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "backend": jax.default_backend(),
+    "devices": [d.device_kind for d in jax.devices()],
+    "load_average_1m": os.getloadavg()[0],
+    "python": platform.python_version(),
+    "versions": versions,
   }
 
 

@@ -4,7 +4,8 @@ import os
 
 # The shared real datasets live in ../shared/data beside the repository.
 SHARED_DATA = os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+  os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+)
 
 
 def shared_dataset(name: str) -> str:

@@ -28,30 +28,51 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_feature_dim = 0  # > 0: random features for graph-only datasets
   config.data.seed = 0  # seed of the synthetic data and features
   config.data.cache_dir = ""  # default: WORKDIR/data
-  config.data.synthetic = ml_collections.ConfigDict(dict(
-      num_users=2000, num_items=1000, mean_user_interactions=30,
-      modality_dims=(("image_feat", 256), ("text_feat", 128)), seed=0))
+  config.data.synthetic = ml_collections.ConfigDict(
+    dict(
+      num_users=2000,
+      num_items=1000,
+      mean_user_interactions=30,
+      modality_dims=(("image_feat", 256), ("text_feat", 128)),
+      seed=0,
+    )
+  )
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "alignrec"  # one of the groups below
   config.model.kernel = "auto"  # sparse kernel: "auto", "csr" or "segment_sum"
-  config.model.alignrec = ml_collections.ConfigDict(dict(
+  config.model.alignrec = ml_collections.ConfigDict(
+    dict(
       embed_dim=64,
       num_ui_layers=2,
       num_knn_layers=1,
       knn_k=10,
       knn_include_self=True,  # reference quirk: each item is its own first neighbour
       trainable_features=True,  # reference quirk: F is fine-tuned
-      loss=dict(l2_weight=1e-4, uia_weight=0.1, cl_weight=0.01, sim_weight=0.1,
-                temperature=0.2)))
+      loss=dict(l2_weight=1e-4, uia_weight=0.1, cl_weight=0.01, sim_weight=0.1, temperature=0.2),
+    )
+  )
   # MMRec's LightGCN: its reg_weight multiplies Frobenius norms of the batch's layer-0 rows.
-  config.model.lightgcn = ml_collections.ConfigDict(dict(
-      embed_dim=64, num_ui_layers=2, loss=dict(reg_weight=1e-4)))
+  config.model.lightgcn = ml_collections.ConfigDict(
+    dict(embed_dim=64, num_ui_layers=2, loss=dict(reg_weight=1e-4))
+  )
 
   # Adam with the reference's per-epoch decay: lr * lr_decay ** (epoch / lr_decay_epochs).
-  config.optim = ml_collections.ConfigDict(dict(
-      name="adam", lr=1e-3, schedule="epoch_decay", lr_decay=0.96, lr_decay_epochs=50.0,
-      warmup_epochs=0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip_norm=0.0))
+  config.optim = ml_collections.ConfigDict(
+    dict(
+      name="adam",
+      lr=1e-3,
+      schedule="epoch_decay",
+      lr_decay=0.96,
+      lr_decay_epochs=50.0,
+      warmup_epochs=0,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.0,
+      clip_norm=0.0,
+    )
+  )
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 2048
@@ -81,21 +102,45 @@ def get_config() -> ml_collections.ConfigDict:
   config.stage1.data = ml_collections.ConfigDict()
   # (name, kind, file): kind "sequence" (item text .tsv, MiniLM token states), "categorical"
   # (int .npy [I, L], -1 padding) or "vector" (float .npy [I, D]). See alignrec_jax/data/content.py.
-  config.stage1.data.modalities = (("image", "vector", "image_feat.npy"),
-                                   ("text", "vector", "text_feat.npy"))
+  config.stage1.data.modalities = (
+    ("image", "vector", "image_feat.npy"),
+    ("text", "vector", "text_feat.npy"),
+  )
   config.stage1.data.text_max_tokens = 64  # MiniLM truncation of item texts
-  config.stage1.model = ml_collections.ConfigDict(dict(
-      width=128, num_heads=4, num_layers=2,
+  config.stage1.model = ml_collections.ConfigDict(
+    dict(
+      width=128,
+      num_heads=4,
+      num_layers=2,
       mlp_dim=0,  # 0: 4 x width
       output_dim=768,  # the item feature size stage 2 reads (BEiT-3 base: 768)
-      vector_tokens=4))  # tokens a "vector" modality is projected into
-  config.stage1.loss = ml_collections.ConfigDict(dict(
-      mask_fraction=0.4, temperature=0.07,
-      weights=dict(sequence=1.0, categorical=1.0, vector=1.0, contrastive=1.0, fused=1.0)))
+      vector_tokens=4,
+    )
+  )  # tokens a "vector" modality is projected into
+  config.stage1.loss = ml_collections.ConfigDict(
+    dict(
+      mask_fraction=0.4,
+      temperature=0.07,
+      weights=dict(sequence=1.0, categorical=1.0, vector=1.0, contrastive=1.0, fused=1.0),
+    )
+  )
   # AdamW with linear warm-up then cosine decay to 0 over the run, gradients clipped.
-  config.stage1.optim = ml_collections.ConfigDict(dict(
-      name="adamw", lr=1e-3, schedule="warmup_cosine", lr_decay=1.0, lr_decay_epochs=1.0,
-      warmup_epochs=2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, clip_norm=1.0))
-  config.stage1.train = ml_collections.ConfigDict(dict(
-      batch_size=256, epochs=20, encode_batch_size=512))
+  config.stage1.optim = ml_collections.ConfigDict(
+    dict(
+      name="adamw",
+      lr=1e-3,
+      schedule="warmup_cosine",
+      lr_decay=1.0,
+      lr_decay_epochs=1.0,
+      warmup_epochs=2,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.05,
+      clip_norm=1.0,
+    )
+  )
+  config.stage1.train = ml_collections.ConfigDict(
+    dict(batch_size=256, epochs=20, encode_batch_size=512)
+  )
   return config

@@ -14,8 +14,10 @@ def get_config():
   config.data.path = shared_dataset("lfm2k")
   config.data.features = ("text_feat.npy", "audio_feat.npy")
   config.train.max_epochs = 1000
-  config.stage1.data.modalities = (("text", "sequence", "item_text.tsv"),
-                                   ("audio", "vector", "audio_feat.npy"))
+  config.stage1.data.modalities = (
+    ("text", "sequence", "item_text.tsv"),
+    ("audio", "vector", "audio_feat.npy"),
+  )
   # The raw text_feat.npy pools 256 MiniLM tokens and 48% of the tag texts are longer than the
   # default 64: stage 1 reads as much of the text as the raw feature it is compared with.
   # (About 6x the default's stage-1 time: ~1 minute an epoch on a 2-core CPU.)

@@ -21,8 +21,10 @@ def get_config():
   config.data.name = "ml100k"
   config.data.path = os.path.join(REPO_ROOT, "data", "ml100k")
   config.data.features = ("text_feat.npy", "genre_feat.npy")
-  config.stage1.data.modalities = (("text", "sequence", "item_text.tsv"),
-                                   ("genre", "categorical", "genre_tokens.npy"))
+  config.stage1.data.modalities = (
+    ("text", "sequence", "item_text.tsv"),
+    ("genre", "categorical", "genre_tokens.npy"),
+  )
   config.stage1.train.epochs = 10
   config.train.max_epochs = 40
   return config

@@ -16,21 +16,24 @@ from ml_collections import config_flags
 from alignrec_jax.experiments import feature_comparison
 from alignrec_jax.training import reporting
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/ml100k.py",
-                                          "The config the pipeline ran with.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", "configs/ml100k.py", "The config the pipeline ran with.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The pipeline's workdir.", required=True)
-_MISSING_FRACTION = flags.DEFINE_float("missing_fraction", 0.5,
-                                       "Fraction of items that lose the modality in (b).")
-_MISSING = flags.DEFINE_list("missing", None,
-                             "Stage-1 modalities removed in turn in (b); default: each one.")
+_MISSING_FRACTION = flags.DEFINE_float(
+  "missing_fraction", 0.5, "Fraction of items that lose the modality in (b)."
+)
+_MISSING = flags.DEFINE_list(
+  "missing", None, "Stage-1 modalities removed in turn in (b); default: each one."
+)
 
 
 def main(argv):
   del argv
   reporting.show_progress()
-  results = feature_comparison.compare(_CONFIG.value, _WORKDIR.value,
-                                       missing_fraction=_MISSING_FRACTION.value,
-                                       missing=_MISSING.value)
+  results = feature_comparison.compare(
+    _CONFIG.value, _WORKDIR.value, missing_fraction=_MISSING_FRACTION.value, missing=_MISSING.value
+  )
   print(feature_comparison.format_table(results))
 
 

@@ -17,12 +17,15 @@ from ml_collections import config_flags
 from alignrec_jax.experiments import pipeline
 from alignrec_jax.training import reporting
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/ml100k.py", "Experiment config.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Both stages write under this folder.",
-                               required=True)
-_REDO_STAGE1 = flags.DEFINE_bool("redo_stage1", False,
-                                 "Train stage 1 again even if its output is there.")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", "configs/ml100k.py", "Experiment config.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Both stages write under this folder.", required=True
+)
+_REDO_STAGE1 = flags.DEFINE_bool(
+  "redo_stage1", False, "Train stage 1 again even if its output is there."
+)
 
 
 def main(argv):

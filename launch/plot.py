@@ -1,6 +1,6 @@
 r"""Plots a run's curves (loss terms, validation and test metrics per epoch) to a PNG.
 
-  python -m launch.plot --workdir=runs/default        # writes runs/default/curves.png
+python -m launch.plot --workdir=runs/default        # writes runs/default/curves.png
 """
 
 from absl import app, flags

@@ -21,12 +21,16 @@ from alignrec_jax.training import reporting
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-_DATASET = flags.DEFINE_enum("dataset", None, ["ml100k"], "Which dataset to prepare.",
-                             required=True)
+_DATASET = flags.DEFINE_enum(
+  "dataset", None, ["ml100k"], "Which dataset to prepare.", required=True
+)
 _OUT = flags.DEFINE_string("out", None, "Output folder; default data/DATASET under the repo root.")
-_CACHE_DIR = flags.DEFINE_string("cache_dir", None,
-                                 "Where the downloaded wheel is kept; default "
-                                 "$ALIGNREC_CACHE/recbole or ~/.cache/alignrec_jax/recbole.")
+_CACHE_DIR = flags.DEFINE_string(
+  "cache_dir",
+  None,
+  "Where the downloaded wheel is kept; default "
+  "$ALIGNREC_CACHE/recbole or ~/.cache/alignrec_jax/recbole.",
+)
 
 
 def main(argv):
@@ -40,10 +44,12 @@ def main(argv):
   counts = meta["counts"]
   # Loading it back checks the folder the way training will read it.
   dataset = load_mmrec(folder, feature_files=movielens.FEATURE_FILES)
-  print(f"{_DATASET.value}: {counts['users']:,} users, {counts['items']:,} items, "
-        f"{counts['interactions']:,} interactions; train/valid/test {counts['train']:,}/"
-        f"{counts['valid']:,}/{counts['test']:,} (chronological per user); "
-        f"{counts['genres']} genres, text {meta['text_dim']}-d")
+  print(
+    f"{_DATASET.value}: {counts['users']:,} users, {counts['items']:,} items, "
+    f"{counts['interactions']:,} interactions; train/valid/test {counts['train']:,}/"
+    f"{counts['valid']:,}/{counts['test']:,} (chronological per user); "
+    f"{counts['genres']} genres, text {meta['text_dim']}-d"
+  )
   print(dataset.summary())
   if reused:
     print(f"{folder} was already complete; left as it is")

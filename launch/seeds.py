@@ -17,8 +17,9 @@ from alignrec_jax.training import reporting
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-folder per seed.", required=True)
 _SEEDS = flags.DEFINE_list("seeds", ["999", "1000", "1001"], "Seeds to run.")
-_REFERENCE = flags.DEFINE_enum("reference", None, list(seeds.REFERENCE),
-                               "Authors' numbers to compare with.")
+_REFERENCE = flags.DEFINE_enum(
+  "reference", None, list(seeds.REFERENCE), "Authors' numbers to compare with."
+)
 
 
 def main(argv):
@@ -26,8 +27,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   results = seeds.run_seeds(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value])
   for r in results:
-    print(f"seed {r['seed']}: best epoch {r['summary']['best_epoch']} of "
-          f"{r['summary']['epochs_run']}, test recall@20 {r['summary']['test']['recall@20']:.4f}")
+    print(
+      f"seed {r['seed']}: best epoch {r['summary']['best_epoch']} of "
+      f"{r['summary']['epochs_run']}, test recall@20 {r['summary']['test']['recall@20']:.4f}"
+    )
   print()
   print(seeds.format_table(results, reference=_REFERENCE.value))
 

@@ -24,29 +24,44 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's folder.", required=True)
 _INPUTS = flags.DEFINE_list("inputs", ["raw", "stage1"], "Feature inputs (see above).")
 _GRID = flags.DEFINE_multi_string(
-    "grid", ["optim.lr=1e-3,5e-4", "model.alignrec.loss.cl_weight=0.01,0.1"],
-    "FIELD=V1,V2,...: one axis of the hyper-parameter grid.")
+  "grid",
+  ["optim.lr=1e-3,5e-4", "model.alignrec.loss.cl_weight=0.01,0.1"],
+  "FIELD=V1,V2,...: one axis of the hyper-parameter grid.",
+)
 _SEEDS = flags.DEFINE_list("seeds", ["999", "1000", "1001"], "Seeds.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
-_TIME_BUDGET = flags.DEFINE_float("time_budget", 0.0,
-                                  "Seconds after which no new run starts (0: no limit).")
-_MAX_NEW_RUNS = flags.DEFINE_integer("max_new_runs", -1,
-                                     "Start at most this many runs (-1: all; 0: only collect "
-                                     "the finished ones into the table).")
-_STAGE1_FEATURES = flags.DEFINE_string("stage1_features", None,
-                                       "The stage-1 feature file to use for input 'stage1' "
-                                       "instead of training stage 1 in WORKDIR.")
+_TIME_BUDGET = flags.DEFINE_float(
+  "time_budget", 0.0, "Seconds after which no new run starts (0: no limit)."
+)
+_MAX_NEW_RUNS = flags.DEFINE_integer(
+  "max_new_runs",
+  -1,
+  "Start at most this many runs (-1: all; 0: only collect the finished ones into the table).",
+)
+_STAGE1_FEATURES = flags.DEFINE_string(
+  "stage1_features",
+  None,
+  "The stage-1 feature file to use for input 'stage1' instead of training stage 1 in WORKDIR.",
+)
 
 
 def main(argv):
   del argv
   reporting.show_progress()
   config, workdir = _CONFIG.value, _WORKDIR.value
-  inputs = sweep.feature_inputs(config, workdir, _INPUTS.value,
-                                stage1_features=_STAGE1_FEATURES.value)
-  result = sweep.run_sweep(config, workdir, inputs, _GRID.value, [int(s) for s in _SEEDS.value],
-                           parallel=_PARALLEL.value, time_budget=_TIME_BUDGET.value,
-                           max_new_runs=_MAX_NEW_RUNS.value)
+  inputs = sweep.feature_inputs(
+    config, workdir, _INPUTS.value, stage1_features=_STAGE1_FEATURES.value
+  )
+  result = sweep.run_sweep(
+    config,
+    workdir,
+    inputs,
+    _GRID.value,
+    [int(s) for s in _SEEDS.value],
+    parallel=_PARALLEL.value,
+    time_budget=_TIME_BUDGET.value,
+    max_new_runs=_MAX_NEW_RUNS.value,
+  )
   print(sweep.format_table(result["table"]))
 
 

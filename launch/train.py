@@ -14,10 +14,10 @@ from ml_collections import config_flags
 
 from alignrec_jax.training import reporting, stage2
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and metrics go here.",
-                               required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", "configs/default.py", "Experiment config.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and metrics go here.", required=True)
 
 
 def main(argv):

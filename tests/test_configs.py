@@ -8,8 +8,11 @@ import pytest
 
 from alignrec_jax.training import stage1, stage2
 
-CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
-                 if p.stem != "__init__")
+CONFIGS = sorted(
+  p.stem
+  for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
+  if p.stem != "__init__"
+)
 
 
 def _config(name):

@@ -26,8 +26,9 @@ class FakeTextEncoder:
 
 
 def _write_texts(path, texts):
-  path.write_text("itemID\ttext\n" + "".join(f"{i}\t{t}\n" for i, t in enumerate(texts)),
-                  encoding="utf-8")
+  path.write_text(
+    "itemID\ttext\n" + "".join(f"{i}\t{t}\n" for i, t in enumerate(texts)), encoding="utf-8"
+  )
 
 
 def test_parse_modalities_rejects_bad_entries():
@@ -49,9 +50,17 @@ def test_every_kind_loads_with_its_spec(tmp_path):
   np.save(tmp_path / "a.npy", audio)
   encoder = FakeTextEncoder()
   loaded = content.load_content(
-      tmp_path, [("text", "sequence", "t.tsv"), ("genre", "categorical", "g.npy"),
-                 ("audio", "vector", "a.npy")],
-      num_items=3, vector_tokens=2, cache_dir=tmp_path / "cache", text_encoder=encoder)
+    tmp_path,
+    [
+      ("text", "sequence", "t.tsv"),
+      ("genre", "categorical", "g.npy"),
+      ("audio", "vector", "a.npy"),
+    ],
+    num_items=3,
+    vector_tokens=2,
+    cache_dir=tmp_path / "cache",
+    text_encoder=encoder,
+  )
   text, genre, vec = (loaded.specs[i] for i in range(3))
   assert (text.kind, text.input_dim, text.max_len) == ("sequence", 3, 3)
   assert (genre.kind, genre.vocab_size, genre.max_len) == ("categorical", 3, 2)
@@ -66,7 +75,8 @@ def test_every_kind_loads_with_its_spec(tmp_path):
   assert "absent for 1 items" in loaded.description
   # The item whose genres are all padding counts as absent too.
   assert "genre (categorical, g.npy): 2 token slots, vocabulary 3; absent for 1 items" in (
-      loaded.description)
+    loaded.description
+  )
 
 
 def test_text_states_are_cached_by_content(tmp_path):
@@ -82,13 +92,16 @@ def test_text_states_are_cached_by_content(tmp_path):
   assert encoder.calls == 2
 
 
-@pytest.mark.parametrize("array, message", [
+@pytest.mark.parametrize(
+  "array, message",
+  [
     (np.zeros((3, 2), np.float32), "expected an integer array, got dtype float32"),
     (np.array([[0], [-2], [1]]), "row 1: token ids must be >= 0"),
     (np.full((3, 2), -1), "every token is padding"),
     (np.zeros((2, 2), np.int32), "2 rows, expected one per item \\(3\\)"),
     (np.zeros(3, np.int32), "2-D"),
-])
+  ],
+)
 def test_categorical_errors_name_the_file(tmp_path, array, message):
   np.save(tmp_path / "g.npy", array)
   with pytest.raises(DataError, match=f"g.npy: .*{message}"):
@@ -99,8 +112,11 @@ def test_vector_errors_name_the_file_and_cell(tmp_path):
   values = np.ones((3, 2), np.float32)
   values[2, 1] = np.nan
   np.save(tmp_path / "a.npy", values)
-  with pytest.raises(DataError, match=r"a.npy: row 2 \(itemID 2\), column 1: expected finite "
-                                      "values, got nan"):
+  with pytest.raises(
+    DataError,
+    match=r"a.npy: row 2 \(itemID 2\), column 1: expected finite "
+    "values, got nan",
+  ):
     content.load_content(tmp_path, [("a", "vector", "a.npy")], num_items=3)
   np.save(tmp_path / "b.npy", np.ones((3, 2), np.int32))
   with pytest.raises(DataError, match="b.npy: expected a floating-point array, got dtype int32"):
@@ -114,15 +130,21 @@ def test_vector_errors_name_the_file_and_cell(tmp_path):
 def test_text_with_the_wrong_item_count_is_an_error(tmp_path):
   _write_texts(tmp_path / "t.tsv", ["a", "b"])
   with pytest.raises(DataError, match="t.tsv: 2 item texts, expected one per item \\(3\\)"):
-    content.load_content(tmp_path, [("t", "sequence", "t.tsv")], num_items=3,
-                         cache_dir=tmp_path, text_encoder=FakeTextEncoder())
+    content.load_content(
+      tmp_path,
+      [("t", "sequence", "t.tsv")],
+      num_items=3,
+      cache_dir=tmp_path,
+      text_encoder=FakeTextEncoder(),
+    )
 
 
 def test_drop_modality_removes_the_same_items_as_missing_items(tmp_path):
   np.save(tmp_path / "a.npy", np.arange(1, 41, dtype=np.float32).reshape(20, 2))
   np.save(tmp_path / "g.npy", np.zeros((20, 1), np.int32))
-  loaded = content.load_content(tmp_path, [("a", "vector", "a.npy"),
-                                           ("g", "categorical", "g.npy")], num_items=20)
+  loaded = content.load_content(
+    tmp_path, [("a", "vector", "a.npy"), ("g", "categorical", "g.npy")], num_items=20
+  )
   dropped = content.drop_modality(loaded, "a", 0.5, seed=3)
   missing = content.missing_items(20, 0.5, seed=3)
   assert len(missing) == 10 and len(np.unique(missing)) == 10

@@ -21,12 +21,17 @@ def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch
   root = tmp_path / workdir
   folder = stage2.dataset_folder(config.data, workdir)
   num_items = stage2.load_dataset(config.data, workdir).num_items
-  features = stage1.run_stage1(config.stage1, folder, workdir, num_items=num_items,
-                               seed=config.seed)
+  features = stage1.run_stage1(
+    config.stage1, folder, workdir, num_items=num_items, seed=config.seed
+  )
   results = feature_comparison.compare(config, workdir, missing=["image"])
   assert set(results["item_knn"]) == {"raw", "stage1"}
-  assert set(results["stage2_test"]) == {"raw", "stage1", "raw_missing_image",
-                                         "stage1_missing_image"}
+  assert set(results["stage2_test"]) == {
+    "raw",
+    "stage1",
+    "raw_missing_image",
+    "stage1_missing_image",
+  }
   assert set(results["short_history_test"]) == set(results["stage2_test"])
   assert json.loads((root / feature_comparison.RESULT_FILE).read_text()) == results
 
@@ -60,7 +65,9 @@ def test_modalities_must_pair_up_with_feature_files():
   with pytest.raises(ConfigError, match="pair up one to one"):
     feature_comparison.paired_modalities(config)
   assert feature_comparison.paired_modalities(test_config.get_config()) == [
-      ("image_feat.npy", "image"), ("text_feat.npy", "text")]
+    ("image_feat.npy", "image"),
+    ("text_feat.npy", "text"),
+  ]
 
 
 def test_compare_needs_a_finished_stage1(tmp_path):

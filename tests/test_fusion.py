@@ -18,9 +18,9 @@ from alignrec_jax.training import stage1 as stage1_training
 
 SEQ_DIM, VEC_DIM, VOCAB, SEQ_LEN, CAT_LEN, VEC_TOKENS = 6, 10, 7, 5, 4, 2
 SPECS = (
-    ModalitySpec("text", "sequence", input_dim=SEQ_DIM, max_len=SEQ_LEN),
-    ModalitySpec("tags", "categorical", max_len=CAT_LEN, vocab_size=VOCAB),
-    ModalitySpec("image", "vector", input_dim=VEC_DIM, num_tokens=VEC_TOKENS),
+  ModalitySpec("text", "sequence", input_dim=SEQ_DIM, max_len=SEQ_LEN),
+  ModalitySpec("tags", "categorical", max_len=CAT_LEN, vocab_size=VOCAB),
+  ModalitySpec("image", "vector", input_dim=VEC_DIM, num_tokens=VEC_TOKENS),
 )
 
 
@@ -40,8 +40,9 @@ def with_only(inputs, keep: str) -> dict[str, ModalityInput]:
 
 
 def tiny_encoder(num_layers: int = 1, output_dim: int = 8) -> CrossModalEncoder:
-  return CrossModalEncoder(SPECS, width=16, num_heads=2, num_layers=num_layers, mlp_dim=32,
-                           output_dim=output_dim)
+  return CrossModalEncoder(
+    SPECS, width=16, num_heads=2, num_layers=num_layers, mlp_dim=32, output_dim=output_dim
+  )
 
 
 def synthetic_items(n: int, seed: int = 0) -> dict[str, ModalityInput]:
@@ -53,11 +54,13 @@ def synthetic_items(n: int, seed: int = 0) -> dict[str, ModalityInput]:
   rng = np.random.default_rng(seed)
   latent = rng.normal(size=(n, 3))
   text = (latent @ rng.normal(size=(3, SEQ_DIM)))[:, None, :] + 0.3 * rng.normal(
-      size=(n, SEQ_LEN, SEQ_DIM))
+    size=(n, SEQ_LEN, SEQ_DIM)
+  )
   text_len = rng.integers(1, SEQ_LEN + 1, size=n)
   text_mask = np.arange(SEQ_LEN)[None, :] < text_len[:, None]
   tag_logits = (latent @ rng.normal(size=(3, VOCAB)))[:, None, :] + 0.5 * rng.normal(
-      size=(n, CAT_LEN, VOCAB))
+    size=(n, CAT_LEN, VOCAB)
+  )
   tags = np.argmax(tag_logits, axis=-1).astype(np.int32)
   tag_len = rng.integers(1, CAT_LEN + 1, size=n)
   tags = np.where(np.arange(CAT_LEN)[None, :] < tag_len[:, None], tags, -1).astype(np.int32)
@@ -67,10 +70,11 @@ def synthetic_items(n: int, seed: int = 0) -> dict[str, ModalityInput]:
   present_tags = np.ones(n, bool)
   present_tags[1] = False
   return {
-      "text": ModalityInput(jnp.asarray(text, jnp.float32), jnp.asarray(text_mask),
-                            jnp.ones(n, bool)),
-      "tags": ModalityInput(jnp.asarray(tags), None, jnp.asarray(present_tags)),
-      "image": ModalityInput(jnp.asarray(image, jnp.float32), None, jnp.asarray(present_image)),
+    "text": ModalityInput(
+      jnp.asarray(text, jnp.float32), jnp.asarray(text_mask), jnp.ones(n, bool)
+    ),
+    "tags": ModalityInput(jnp.asarray(tags), None, jnp.asarray(present_tags)),
+    "image": ModalityInput(jnp.asarray(image, jnp.float32), None, jnp.asarray(present_image)),
   }
 
 
@@ -120,8 +124,9 @@ def test_no_leakage_across_batch(setup):
   before = _cls(module, params, inputs)
   other = synthetic_items(6, seed=5)
   # Replace item 3 entirely by another item's content.
-  changed = {name: jax.tree.map(lambda a, b: a.at[3].set(b[3]), inputs[name], other[name])
-             for name in inputs}
+  changed = {
+    name: jax.tree.map(lambda a, b: a.at[3].set(b[3]), inputs[name], other[name]) for name in inputs
+  }
   after = _cls(module, params, changed)
   keep = np.arange(6) != 3
   np.testing.assert_allclose(after[keep], before[keep], rtol=1e-5, atol=1e-6)
@@ -137,13 +142,17 @@ def test_padding_and_absent_modalities_do_not_matter(setup):
   noisy_image = image.values.at[0].set(-77.0)  # item 0 has no image
   tags = inputs["tags"]
   noisy_tags = tags.values.at[1].set(3)  # item 1 has no tags: its ids no longer matter
-  changed = {"text": dataclasses.replace(text, values=noisy_text),
-             "tags": dataclasses.replace(tags, values=noisy_tags),
-             "image": dataclasses.replace(image, values=noisy_image)}
+  changed = {
+    "text": dataclasses.replace(text, values=noisy_text),
+    "tags": dataclasses.replace(tags, values=noisy_tags),
+    "image": dataclasses.replace(image, values=noisy_image),
+  }
   np.testing.assert_allclose(_cls(module, params, changed), before, rtol=1e-5, atol=1e-6)
   # Even non-finite padding never reaches the output.
-  nan_text = {**inputs, "text": dataclasses.replace(text, values=jnp.where(text.mask[..., None],
-                                                               text.values, jnp.nan))}
+  nan_text = {
+    **inputs,
+    "text": dataclasses.replace(text, values=jnp.where(text.mask[..., None], text.values, jnp.nan)),
+  }
   np.testing.assert_allclose(_cls(module, params, nan_text), before, rtol=1e-5, atol=1e-6)
 
 
@@ -154,8 +163,7 @@ def test_absent_modality_changes_the_item(setup):
   without = {**inputs, "image": dataclasses.replace(image, present=image.present.at[2].set(False))}
   after = _cls(module, params, without)
   assert not np.allclose(after[2], before[2], atol=1e-4)
-  np.testing.assert_allclose(np.delete(after, 2, 0), np.delete(before, 2, 0), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(np.delete(after, 2, 0), np.delete(before, 2, 0), rtol=1e-5, atol=1e-6)
 
 
 def _np_layer_norm(x, scale, bias, eps=1e-6):
@@ -249,32 +257,37 @@ def test_encoding_one_modality_alone_equals_hiding_the_others(setup):
 
 def test_single_modality_views_match_separate_calls(setup):
   module, params, inputs = setup
-  _, terms = stage1.pretrain_loss(params["params"], module, inputs, jax.random.PRNGKey(0),
-                                  pairs=[("text", "image")])
+  _, terms = stage1.pretrain_loss(
+    params["params"], module, inputs, jax.random.PRNGKey(0), pairs=[("text", "image")]
+  )
   text = _cls(module, params, with_only(inputs, "text"))
   image = _cls(module, params, with_only(inputs, "image"))
   mask = jnp.array([0, 1, 1, 1, 1, 1], jnp.float32)  # item 0 has no image
-  want = stage1.symmetric_info_nce(jnp.asarray(text), jnp.asarray(image), temperature=0.07,
-                                   mask=mask)
+  want = stage1.symmetric_info_nce(
+    jnp.asarray(text), jnp.asarray(image), temperature=0.07, mask=mask
+  )
   np.testing.assert_allclose(terms["contrastive"], want, rtol=1e-5)
 
 
 def test_fused_term_contrasts_the_masked_fused_view_with_each_modality(setup):
   module, params, inputs = setup
   key = jax.random.PRNGKey(3)
-  loss, terms = stage1.pretrain_loss(params["params"], module, inputs, key, weights={"fused": 0.5},
-                                     mask_fraction=0.4)
+  loss, terms = stage1.pretrain_loss(
+    params["params"], module, inputs, key, weights={"fused": 0.5}, mask_fraction=0.4
+  )
   masks = stage1.sample_masks(key, inputs, SPECS, 0.4)  # the masks pretrain_loss draws
   fused, _ = module.apply(params, inputs, masks)
   want = 0.0
   for spec in SPECS:
     alone = _cls(module, params, with_only(inputs, spec.name))
     has = np.asarray(token_mask(spec, inputs[spec.name])).any(axis=1)
-    want += stage1.symmetric_info_nce(fused, jnp.asarray(alone), temperature=0.07,
-                                      mask=jnp.asarray(has, jnp.float32))
+    want += stage1.symmetric_info_nce(
+      fused, jnp.asarray(alone), temperature=0.07, mask=jnp.asarray(has, jnp.float32)
+    )
   np.testing.assert_allclose(terms["fused"], want / len(SPECS), rtol=1e-5)
-  _, plain = stage1.pretrain_loss(params["params"], module, inputs, key, weights={"fused": 0.0},
-                                  mask_fraction=0.4)
+  _, plain = stage1.pretrain_loss(
+    params["params"], module, inputs, key, weights={"fused": 0.0}, mask_fraction=0.4
+  )
   assert "fused" not in plain  # weight 0 switches it off
   np.testing.assert_allclose(loss, plain["loss"] + 0.5 * terms["fused"], rtol=1e-5)
 
@@ -296,9 +309,9 @@ def test_contrastive_term_is_symmetric(setup):
 
 def test_loss_finite_and_gradients_reach_every_parameter(setup):
   module, params, inputs = setup
-  grads, terms = jax.jit(jax.grad(
-      lambda p, x: stage1.pretrain_loss(p, module, x, jax.random.PRNGKey(1)), has_aux=True))(
-          params["params"], inputs)
+  grads, terms = jax.jit(
+    jax.grad(lambda p, x: stage1.pretrain_loss(p, module, x, jax.random.PRNGKey(1)), has_aux=True)
+  )(params["params"], inputs)
   assert set(terms) == {"mlm/text", "mlm/tags", "mlm/image", "contrastive", "fused", "loss"}
   assert all(np.isfinite(float(v)) for v in terms.values())
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
@@ -311,8 +324,12 @@ def test_training_decreases_loss_and_compiles_once(setup):
   module, _, _ = setup
   inputs = synthetic_items(12, seed=3)
   pretrainer = stage1_training.Pretrainer(
-      module=module, optimizer=optax.adam(3e-3),
-      loss=dict(mask_fraction=0.4, temperature=0.2), num_items=12, batch_size=12)
+    module=module,
+    optimizer=optax.adam(3e-3),
+    loss=dict(mask_fraction=0.4, temperature=0.2),
+    num_items=12,
+    batch_size=12,
+  )
   state0 = pretrainer.init_state(jax.random.PRNGKey(0), inputs)
   keys = jax.random.split(jax.random.PRNGKey(1), 30)
   rows, real = jnp.arange(12), jnp.ones(12, bool)

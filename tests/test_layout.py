@@ -15,14 +15,14 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "alignrec_jax"
 LAYERS = (
-    ("errors", "files", "normalize"),
-    ("text",),
-    ("data",),
-    ("graph", "propagation", "sampling"),
-    ("models",),
-    ("objectives", "evaluation"),
-    ("training",),
-    ("experiments",),
+  ("errors", "files", "normalize"),
+  ("text",),
+  ("data",),
+  ("graph", "propagation", "sampling"),
+  ("models",),
+  ("objectives", "evaluation"),
+  ("training",),
+  ("experiments",),
 )
 LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
@@ -72,21 +72,32 @@ def test_imports_point_down(path):
     assert imported not in OUTSIDE, f"{path.name}:{line} imports {imported}/"
     if unit:
       assert LAYER[imported] <= LAYER[unit], (
-          f"{path.relative_to(PACKAGE)}:{line} imports {imported} (layer {LAYER[imported]}) "
-          f"from {unit} (layer {LAYER[unit]}): imports must point down")
+        f"{path.relative_to(PACKAGE)}:{line} imports {imported} (layer {LAYER[imported]}) "
+        f"from {unit} (layer {LAYER[unit]}): imports must point down"
+      )
 
 
-@pytest.mark.parametrize("folder", sorted(p.parent for p in PACKAGE.rglob("__init__.py")),
-                         ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+@pytest.mark.parametrize(
+  "folder",
+  sorted(p.parent for p in PACKAGE.rglob("__init__.py")),
+  ids=lambda p: str(p.relative_to(PACKAGE.parent)),
+)
 def test_every_folder_says_what_it_is_for(folder):
   docstring = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
   assert docstring and len(docstring.splitlines()) == 1, (
-      f"{folder}/__init__.py needs a one-line docstring saying what the folder holds")
+    f"{folder}/__init__.py needs a one-line docstring saying what the folder holds"
+  )
 
 
 def test_the_check_sees_every_form_of_import():
-  tree = ast.parse("def f():\n  from alignrec_jax.training import loop\n"
-                   "from alignrec_jax import experiments\nimport alignrec_jax.data.content\n"
-                   "from configs import test\n")
-  assert sorted(_imported_units(tree)) == [(2, "training"), (3, "experiments"), (4, "data"),
-                                           (5, "configs")]
+  tree = ast.parse(
+    "def f():\n  from alignrec_jax.training import loop\n"
+    "from alignrec_jax import experiments\nimport alignrec_jax.data.content\n"
+    "from configs import test\n"
+  )
+  assert sorted(_imported_units(tree)) == [
+    (2, "training"),
+    (3, "experiments"),
+    (4, "data"),
+    (5, "configs"),
+  ]

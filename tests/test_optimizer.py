@@ -46,8 +46,7 @@ def test_stage1_chain_is_clipped_adamw_with_warmup_and_cosine():
   config = default.get_config().stage1.optim
   tx = make_optimizer(config, steps_per_epoch=3, num_epochs=4)
   schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, warmup_steps=6, decay_steps=12)
-  reference = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, weight_decay=0.05))
+  reference = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.05))
   _assert_same(_updates(tx, steps=8), _updates(reference, steps=8))
 
 
@@ -60,13 +59,16 @@ def test_schedules_are_functions_of_the_step():
   assert learning_rate(config, steps_per_epoch=10, num_epochs=100) == 1e-3
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("lr", -1.0, "expected a positive learning rate"),
     ("weight_decay", 0.1, "needs name 'adamw'"),
     ("warmup_epochs", 2, "no effect with schedule 'epoch_decay'"),
     ("name", "sgd", "'sgd' is not one of adam, adamw"),
     ("schedule", "linear", "'linear' is not one of"),
-])
+  ],
+)
 def test_bad_settings_name_the_field(field, value, message):
   config = default.get_config().optim
   config[field] = value

@@ -26,16 +26,22 @@ def _tiny_content(tmp_path):
   config = test_config.get_config()
   folder = stage2.dataset_folder(config.data, str(tmp_path))
   dataset = stage2.load_dataset(config.data, str(tmp_path))
-  loaded = content.load_content(folder, config.stage1.data.modalities,
-                                num_items=dataset.num_items,
-                                vector_tokens=config.stage1.model.vector_tokens)
+  loaded = content.load_content(
+    folder,
+    config.stage1.data.modalities,
+    num_items=dataset.num_items,
+    vector_tokens=config.stage1.model.vector_tokens,
+  )
   return config, folder, loaded
 
 
 def test_gather_batch_marks_padding_rows_absent():
-  inputs = {"v": ModalityInput(values=jnp.arange(12.0).reshape(4, 3),
-                               present=jnp.array([True, False, True, True])),
-            "c": ModalityInput(values=jnp.arange(8).reshape(4, 2))}
+  inputs = {
+    "v": ModalityInput(
+      values=jnp.arange(12.0).reshape(4, 3), present=jnp.array([True, False, True, True])
+    ),
+    "c": ModalityInput(values=jnp.arange(8).reshape(4, 2)),
+  }
   batch = stage1.gather_batch(inputs, jnp.array([3, 1, 0]), jnp.array([True, True, False]))
   np.testing.assert_array_equal(batch["v"].values, np.arange(12.0).reshape(4, 3)[[3, 1, 0]])
   np.testing.assert_array_equal(batch["v"].present, [True, False, False])
@@ -73,8 +79,9 @@ def test_the_last_partial_batch_adds_nothing_from_its_padding(tmp_path):
   inputs = jax.device_put(loaded.inputs)
   rows = jnp.arange(5)
   real = stage1.gather_batch(inputs, rows, jnp.ones(5, bool))
-  padded = stage1.gather_batch(inputs, jnp.concatenate([rows, jnp.zeros(3, rows.dtype)]),
-                                    jnp.arange(8) < 5)
+  padded = stage1.gather_batch(
+    inputs, jnp.concatenate([rows, jnp.zeros(3, rows.dtype)]), jnp.arange(8) < 5
+  )
   params = jax.jit(module.init)(jax.random.key(0), real)["params"]
   # Same masks on the real rows: sample them for the padded batch and cut them down.
   key = jax.random.key(7)
@@ -88,10 +95,15 @@ def _loss_with_masks(module, params, inputs, masks, s1):
   def loss(params, inputs, masks):
     with pytest.MonkeyPatch.context() as patch:
       patch.setattr(objective, "sample_masks", lambda *args, **kwargs: masks)
-      return objective.pretrain_loss(params, module, inputs, jax.random.key(0),
-                                     weights=s1.loss.weights.to_dict(),
-                                     mask_fraction=s1.loss.mask_fraction,
-                                     temperature=s1.loss.temperature)[0]
+      return objective.pretrain_loss(
+        params,
+        module,
+        inputs,
+        jax.random.key(0),
+        weights=s1.loss.weights.to_dict(),
+        mask_fraction=s1.loss.mask_fraction,
+        temperature=s1.loss.temperature,
+      )[0]
 
   return float(jax.jit(loss)(params, inputs, masks))  # jitted: op-by-op would be slower
 
@@ -141,14 +153,23 @@ def test_an_unfinished_run_with_other_settings_is_not_resumed(tmp_path):
 
 
 def test_pipeline_runs_both_stages_then_reuses_stage1(tmp_path):
-  flags = ["--config=configs/default.py", f"--workdir={tmp_path}",
-           "--config.data.synthetic.num_users=120", "--config.data.synthetic.num_items=80",
-           "--config.data.synthetic.mean_user_interactions=12", "--config.train.batch_size=256",
-           "--config.train.max_epochs=2", "--config.eval.chunk_size=64",
-           "--config.stage1.model.width=16", "--config.stage1.model.num_heads=2",
-           "--config.stage1.model.num_layers=1", "--config.stage1.model.output_dim=12",
-           "--config.stage1.train.batch_size=32", "--config.stage1.train.epochs=2",
-           "--config.stage1.optim.warmup_epochs=1"]
+  flags = [
+    "--config=configs/default.py",
+    f"--workdir={tmp_path}",
+    "--config.data.synthetic.num_users=120",
+    "--config.data.synthetic.num_items=80",
+    "--config.data.synthetic.mean_user_interactions=12",
+    "--config.train.batch_size=256",
+    "--config.train.max_epochs=2",
+    "--config.eval.chunk_size=64",
+    "--config.stage1.model.width=16",
+    "--config.stage1.model.num_heads=2",
+    "--config.stage1.model.num_layers=1",
+    "--config.stage1.model.output_dim=12",
+    "--config.stage1.train.batch_size=32",
+    "--config.stage1.train.epochs=2",
+    "--config.stage1.optim.warmup_epochs=1",
+  ]
   cmd = [sys.executable, "-m", "launch.pipeline", *flags]
   first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   assert "stage 1: wrote 80 x 12 item features" in first.stderr
@@ -163,6 +184,7 @@ def test_pipeline_runs_both_stages_then_reuses_stage1(tmp_path):
 
 def test_stage2_starts_over_only_when_its_features_change(tmp_path):
   from alignrec_jax.experiments import pipeline
+
   features = tmp_path / "f.npy"
   np.save(features, np.ones((3, 2), np.float32))
   second = tmp_path / "stage2"

@@ -24,6 +24,7 @@ def _params_of_last_checkpoint(workdir):
   epoch = checkpointer.latest_epoch()
   # Restore without a target gives plain nested dicts of arrays: enough to compare bit for bit.
   import orbax.checkpoint as ocp
+
   path = os.path.join(workdir, "checkpoints", str(epoch), "state")
   state = ocp.StandardCheckpointer().restore(path)
   checkpointer.close()
@@ -87,6 +88,7 @@ def test_resumed_run_ends_bit_identical(tmp_path):
 
 def test_sparse_checkpoints_replay_the_epochs_after_them(tmp_path):
   import shutil
+
   config = _config(max_epochs=5, checkpoint_every=3)
   summary = stage2.train_and_evaluate(config, str(tmp_path))
   checkpoints = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
@@ -145,21 +147,32 @@ def test_early_stopping_state_survives_a_resume(tmp_path):
 
 def test_killed_launcher_resumes_to_the_same_parameters(tmp_path):
   """SIGKILL the real launcher at an arbitrary moment after its first checkpoint."""
-  flags = ["--config.data.synthetic.num_users=120", "--config.data.synthetic.num_items=80",
-           "--config.data.synthetic.mean_user_interactions=12", "--config.train.batch_size=256",
-           "--config.train.max_epochs=5", "--config.eval.chunk_size=64"]
+  flags = [
+    "--config.data.synthetic.num_users=120",
+    "--config.data.synthetic.num_items=80",
+    "--config.data.synthetic.mean_user_interactions=12",
+    "--config.train.batch_size=256",
+    "--config.train.max_epochs=5",
+    "--config.eval.chunk_size=64",
+  ]
   cmd = [sys.executable, "-m", "launch.train", "--config=configs/default.py", *flags]
   killed = tmp_path / "killed"
-  proc = subprocess.Popen([*cmd, f"--workdir={killed}"], cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [*cmd, f"--workdir={killed}"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.time() + 120
   while time.time() < deadline and not (killed / "checkpoints" / "1").exists():
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   for workdir in (killed, tmp_path / "clean"):
-    subprocess.run([*cmd, f"--workdir={workdir}"], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+      [*cmd, f"--workdir={workdir}"],
+      cwd=REPO,
+      check=True,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+    )
   epoch_a, params_a = _params_of_last_checkpoint(str(killed))
   epoch_b, params_b = _params_of_last_checkpoint(str(tmp_path / "clean"))
   assert epoch_a == epoch_b == 4
@@ -193,10 +206,14 @@ def test_summary_exists_only_for_a_finished_run(tmp_path, monkeypatch):
 
 def test_a_field_nothing_reads_is_an_error_naming_it(tmp_path):
   from alignrec_jax.errors import ConfigError
+
   config = _config()
   config.model.alignrec.loss.cl_wieght = 0.1  # a typo in a config file adds a field
-  with pytest.raises(ConfigError, match=r"config\.model\.alignrec\.loss: unknown field\(s\) "
-                                        r"cl_wieght"):
+  with pytest.raises(
+    ConfigError,
+    match=r"config\.model\.alignrec\.loss: unknown field\(s\) "
+    r"cl_wieght",
+  ):
     stage2.train_and_evaluate(config, str(tmp_path))
   config = _config()
   config.model.lightgcn.knn_k = 5  # LightGCN builds no kNN graph
@@ -213,17 +230,37 @@ def test_a_field_nothing_reads_is_an_error_naming_it(tmp_path):
 def test_a_workdir_of_an_older_format_is_refused_in_one_line(tmp_path):
   """A checkpoint written before the current format: one plain line, exit status 1."""
   import orbax.checkpoint as ocp
-  manager = ocp.CheckpointManager(str(tmp_path / "checkpoints"),
-                                  options=ocp.CheckpointManagerOptions(create=True))
-  manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave({"x": np.zeros(2)}),
-                                          meta=ocp.args.JsonSave({"epoch": 0})))
+
+  manager = ocp.CheckpointManager(
+    str(tmp_path / "checkpoints"), options=ocp.CheckpointManagerOptions(create=True)
+  )
+  manager.save(
+    0,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave({"x": np.zeros(2)}), meta=ocp.args.JsonSave({"epoch": 0})
+    ),
+  )
   manager.wait_until_finished()
   manager.close()
-  flags = ["--config.data.synthetic.num_users=120", "--config.data.synthetic.num_items=80",
-           "--config.data.synthetic.mean_user_interactions=12", "--config.train.max_epochs=1"]
-  result = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/default.py",
-                           f"--workdir={tmp_path}", *flags], cwd=REPO, capture_output=True,
-                          text=True)
+  flags = [
+    "--config.data.synthetic.num_users=120",
+    "--config.data.synthetic.num_items=80",
+    "--config.data.synthetic.mean_user_interactions=12",
+    "--config.train.max_epochs=1",
+  ]
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "launch.train",
+      "--config=configs/default.py",
+      f"--workdir={tmp_path}",
+      *flags,
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
   last = result.stderr.strip().splitlines()[-1]

@@ -5,11 +5,11 @@ from alignrec_jax.data.features import combine_features, load_item_array, synthe
 from alignrec_jax.data.mmrec import load_mmrec
 
 __all__ = [
-    "SPLITS",
-    "Dataset",
-    "Interactions",
-    "combine_features",
-    "load_item_array",
-    "load_mmrec",
-    "synthetic_features",
+  "SPLITS",
+  "Dataset",
+  "Interactions",
+  "combine_features",
+  "load_item_array",
+  "load_mmrec",
+  "synthetic_features",
 ]

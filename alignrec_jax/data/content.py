@@ -135,8 +135,9 @@ def parse_modalities(entries: Sequence[Sequence[str]]) -> list[tuple[str, str, s
   parsed, names = [], set()
   for entry in entries:
     if len(entry) != 3 or not all(isinstance(x, str) and x for x in entry):
-      raise ValueError(f"stage-1 modality {entry!r}: expected (name, kind, file), three "
-                       "non-empty strings")
+      raise ValueError(
+        f"stage-1 modality {entry!r}: expected (name, kind, file), three non-empty strings"
+      )
     name, kind, file = entry
     if kind not in KINDS:
       raise ValueError(f"stage-1 modality {name!r}: kind {kind!r} is not one of {KINDS}")
@@ -234,9 +235,14 @@ def load_item_texts(
   return texts
 
 
-def _text_states(path: pathlib.Path, num_items: int, *, max_tokens: int,
-                 cache_dir: pathlib.Path | None, encoder=None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _text_states(
+  path: pathlib.Path,
+  num_items: int,
+  *,
+  max_tokens: int,
+  cache_dir: pathlib.Path | None,
+  encoder=None,
+) -> tuple[np.ndarray, np.ndarray]:
   """MiniLM token states [I, L, 384] and mask [I, L] of the item texts, cached on disk."""
   from alignrec_jax.text import minilm  # tokenizers is an optional dependency
 
@@ -270,13 +276,21 @@ def _categorical(path: pathlib.Path, num_items: int) -> tuple[ModalityInput, int
 def _vector(path: pathlib.Path, num_items: int) -> ModalityInput:
   values = load_item_array(path, num_items=num_items, kind="float")
   present = np.any(values != 0, axis=1)
-  return ModalityInput(values=np.where(present[:, None], standardize_rows(values), 0.0),
-                       present=present)
+  return ModalityInput(
+    values=np.where(present[:, None], standardize_rows(values), 0.0), present=present
+  )
 
 
-def load_content(folder: str | os.PathLike[str], modalities: Sequence[Sequence[str]], *,
-                 num_items: int, text_max_tokens: int = 64, vector_tokens: int = 4,
-                 cache_dir: str | os.PathLike[str] | None = None, text_encoder=None) -> Content:
+def load_content(
+  folder: str | os.PathLike[str],
+  modalities: Sequence[Sequence[str]],
+  *,
+  num_items: int,
+  text_max_tokens: int = 64,
+  vector_tokens: int = 4,
+  cache_dir: str | os.PathLike[str] | None = None,
+  text_encoder=None,
+) -> Content:
   """Reads the configured modalities of `folder` (see the module docstring).
 
   Args:
@@ -297,22 +311,30 @@ def load_content(folder: str | os.PathLike[str], modalities: Sequence[Sequence[s
     if kind == "sequence":
       if path.suffix != ".tsv":
         raise DataError(f"{path}: a 'sequence' modality reads item text (.tsv itemID<TAB>text)")
-      states, mask = _text_states(path, num_items, max_tokens=text_max_tokens, cache_dir=cache,
-                                  encoder=text_encoder)
+      states, mask = _text_states(
+        path, num_items, max_tokens=text_max_tokens, cache_dir=cache, encoder=text_encoder
+      )
       inputs[name] = ModalityInput(values=states, mask=mask, present=mask.any(axis=1))
-      specs.append(ModalitySpec(name, "sequence", input_dim=states.shape[2],
-                                max_len=states.shape[1]))
-      detail = (f"MiniLM token states, up to {states.shape[1]} tokens "
-                f"(mean {mask.sum(axis=1).mean():.1f}) x {states.shape[2]}")
+      specs.append(
+        ModalitySpec(name, "sequence", input_dim=states.shape[2], max_len=states.shape[1])
+      )
+      detail = (
+        f"MiniLM token states, up to {states.shape[1]} tokens "
+        f"(mean {mask.sum(axis=1).mean():.1f}) x {states.shape[2]}"
+      )
     elif kind == "categorical":
       inputs[name], vocab = _categorical(path, num_items)
-      specs.append(ModalitySpec(name, "categorical", max_len=inputs[name].values.shape[1],
-                                vocab_size=vocab))
+      specs.append(
+        ModalitySpec(name, "categorical", max_len=inputs[name].values.shape[1], vocab_size=vocab)
+      )
       detail = f"{inputs[name].values.shape[1]} token slots, vocabulary {vocab}"
     else:
       inputs[name] = _vector(path, num_items)
-      specs.append(ModalitySpec(name, "vector", input_dim=inputs[name].values.shape[1],
-                                num_tokens=vector_tokens))
+      specs.append(
+        ModalitySpec(
+          name, "vector", input_dim=inputs[name].values.shape[1], num_tokens=vector_tokens
+        )
+      )
       detail = f"{inputs[name].values.shape[1]}-d vector -> {vector_tokens} tokens"
     absent = num_items - int(np.sum(_present(inputs[name])))
     lines.append(f"{name} ({kind}, {file}): {detail}; absent for {absent} items")
@@ -342,8 +364,10 @@ def drop_modality(content: Content, name: str, fraction: float, seed: int) -> Co
   inputs = dict(content.inputs)
   inputs[name] = dataclasses.replace(inp, present=present)
   return dataclasses.replace(
-      content, inputs=inputs,
-      description=content.description + f"; {name} removed from {len(missing)} items")
+    content,
+    inputs=inputs,
+    description=content.description + f"; {name} removed from {len(missing)} items",
+  )
 
 
 def missing_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
@@ -351,4 +375,4 @@ def missing_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
   if not 0.0 <= fraction <= 1.0:
     raise ValueError(f"fraction must be in [0, 1], got {fraction}")
   order = np.random.default_rng(seed).permutation(num_items)
-  return np.sort(order[:round(fraction * num_items)])
+  return np.sort(order[: round(fraction * num_items)])

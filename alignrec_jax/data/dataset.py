@@ -51,10 +51,10 @@ class Dataset:
   def summary(self) -> str:
     feats = ", ".join(f"{k} {v.shape[1]}-d" for k, v in self.features.items()) or "none"
     return (
-        f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
-        f"train/valid/test {len(self.train):,}/{len(self.valid):,}/{len(self.test):,}; "
-        f"features: {feats}; users with held-out but no training interactions: "
-        f"{self.num_users_without_train} ({self.num_heldout_dropped} held-out rows excluded)"
+      f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
+      f"train/valid/test {len(self.train):,}/{len(self.valid):,}/{len(self.test):,}; "
+      f"features: {feats}; users with held-out but no training interactions: "
+      f"{self.num_users_without_train} ({self.num_heldout_dropped} held-out rows excluded)"
     )
 
 

@@ -13,8 +13,9 @@ from alignrec_jax.errors import DataError
 from alignrec_jax.normalize import l2_normalize_rows
 
 
-def load_item_array(path: str | os.PathLike[str], *, kind: Literal["float", "int"],
-                    num_items: int | None = None) -> np.ndarray:
+def load_item_array(
+  path: str | os.PathLike[str], *, kind: Literal["float", "int"], num_items: int | None = None
+) -> np.ndarray:
   """A 2-D per-item `.npy` array [rows, dim], row i = item i, checked; writes nothing.
 
   Args:
@@ -37,8 +38,9 @@ def load_item_array(path: str | os.PathLike[str], *, kind: Literal["float", "int
   if not isinstance(array, np.ndarray):
     raise DataError(f"{path}: expected a single .npy array, got {type(array).__name__}")
   if array.ndim != 2 or array.shape[1] == 0:
-    raise DataError(f"{path}: expected a 2-D array [items, dim] with dim >= 1, got shape "
-                    f"{array.shape}")
+    raise DataError(
+      f"{path}: expected a 2-D array [items, dim] with dim >= 1, got shape {array.shape}"
+    )
   if num_items is not None and array.shape[0] != num_items:
     raise DataError(f"{path}: {array.shape[0]} rows, expected one per item ({num_items})")
   if kind == "int":
@@ -52,13 +54,15 @@ def load_item_array(path: str | os.PathLike[str], *, kind: Literal["float", "int
   finite = np.isfinite(array)
   if not finite.all():
     row, col = (int(v) for v in np.argwhere(~finite)[0])
-    raise DataError(f"{path}: row {row} (itemID {row}), column {col}: expected finite values, "
-                    f"got {array[row, col]} (after conversion to float32)")
+    raise DataError(
+      f"{path}: row {row} (itemID {row}), column {col}: expected finite values, "
+      f"got {array[row, col]} (after conversion to float32)"
+    )
   return array
 
 
 def combine_features(
-    features: Mapping[str, np.ndarray], *, normalize: bool = True
+  features: Mapping[str, np.ndarray], *, normalize: bool = True
 ) -> tuple[np.ndarray, str]:
   """The stage-2 item feature F: the modalities concatenated row-wise, in mapping order.
 
@@ -87,8 +91,8 @@ def combine_features(
   if len(set(rows.values())) > 1:
     raise ValueError(f"modalities disagree on the number of items (rows): {rows}")
   parts = [
-      l2_normalize_rows(a) if normalize else np.asarray(a, dtype=np.float32)
-      for a in features.values()
+    l2_normalize_rows(a) if normalize else np.asarray(a, dtype=np.float32)
+    for a in features.values()
   ]
   combined = np.concatenate(parts, axis=1)  # always a fresh array, never aliasing the input
   names = " + ".join(f"{name} ({a.shape[1]}-d)" for name, a in features.items())

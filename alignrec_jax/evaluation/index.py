@@ -106,7 +106,7 @@ def _pair_keys(rows: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarra
 
 
 def _chunk_layout(
-    rows: np.ndarray, num_chunks: int, chunk_size: int
+  rows: np.ndarray, num_chunks: int, chunk_size: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
   """Per-chunk layout of pairs sorted by evaluation row.
 
@@ -133,10 +133,10 @@ def _padded(values: np.ndarray, pad: int, dtype: type) -> np.ndarray:
 
 
 def make_eval_data(
-    dataset: Dataset,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    head_fraction: float = 0.2,
+  dataset: Dataset,
+  *,
+  chunk_size: int = DEFAULT_CHUNK_SIZE,
+  head_fraction: float = 0.2,
 ) -> EvalData:
   """Builds the evaluation index of `dataset` on the host (numpy), once per dataset.
 
@@ -168,8 +168,9 @@ def make_eval_data(
     split = dataset.split(name)
     for ids, bound, what in ((split.users, num_users, "user"), (split.items, num_items, "item")):
       if len(ids) and (ids.min() < 0 or ids.max() >= bound):
-        raise ValueError(f"{name} split: {what} ids must be in [0, {bound}), got "
-                         f"[{ids.min()}, {ids.max()}]")
+        raise ValueError(
+          f"{name} split: {what} ids must be in [0, {bound}), got [{ids.min()}, {ids.max()}]"
+        )
   train_users = np.asarray(dataset.train.users, np.int64)
   train_items = np.asarray(dataset.train.items, np.int64)
 
@@ -238,29 +239,29 @@ def make_eval_data(
   user_ids = np.zeros(padded, np.int32)
   user_ids[:num_eval] = eval_users[order]
   return EvalData(
-      user_ids=user_ids,
-      num_heldout=num_heldout,
-      num_heldout_tail=num_heldout_tail,
-      is_tail=is_tail,
-      train_rows=t_local,
-      train_items=_padded(t_items, t_max, np.int32),
-      train_offsets=t_offsets,
-      heldout_rows=h_local,
-      heldout_items=_padded(h_items, h_max, np.int32),
-      heldout_flags=_padded(flags, h_max, np.int8),
-      heldout_slots=_padded(slots, h_max, np.int32),
-      heldout_offsets=h_offsets,
-      pass_items=pass_items,
-      pass_offsets=pass_offsets.astype(np.int32),
-      num_users=num_users,
-      num_items=num_items,
-      num_eval_users=num_eval,
-      chunk_size=chunk_size,
-      num_chunks=num_chunks,
-      num_head_items=num_head,
-      train_max_len=t_max,
-      heldout_max_len=h_max,
-      max_passes=max(int(num_passes.max()), 1),
+    user_ids=user_ids,
+    num_heldout=num_heldout,
+    num_heldout_tail=num_heldout_tail,
+    is_tail=is_tail,
+    train_rows=t_local,
+    train_items=_padded(t_items, t_max, np.int32),
+    train_offsets=t_offsets,
+    heldout_rows=h_local,
+    heldout_items=_padded(h_items, h_max, np.int32),
+    heldout_flags=_padded(flags, h_max, np.int8),
+    heldout_slots=_padded(slots, h_max, np.int32),
+    heldout_offsets=h_offsets,
+    pass_items=pass_items,
+    pass_offsets=pass_offsets.astype(np.int32),
+    num_users=num_users,
+    num_items=num_items,
+    num_eval_users=num_eval,
+    chunk_size=chunk_size,
+    num_chunks=num_chunks,
+    num_head_items=num_head,
+    train_max_len=t_max,
+    heldout_max_len=h_max,
+    max_passes=max(int(num_passes.max()), 1),
   )
 
 
@@ -288,8 +289,9 @@ def shortest_history_users(dataset: Dataset, fraction: float = 0.2) -> np.ndarra
   num_users = int(dataset.num_users)
   users = np.asarray(dataset.train.users, np.int64)
   if users.size and (users.min() < 0 or users.max() >= num_users):
-    raise ValueError(f"train split: user ids must be in [0, {num_users}), got "
-                     f"[{users.min()}, {users.max()}]")
+    raise ValueError(
+      f"train split: user ids must be in [0, {num_users}), got [{users.min()}, {users.max()}]"
+    )
   counts = np.bincount(users, minlength=num_users)
   trained = np.flatnonzero(counts > 0)
   if trained.size == 0:
@@ -329,11 +331,13 @@ def restrict_heldout(dataset: Dataset, users: Sequence[int] | np.ndarray) -> Dat
   def restrict(split: Interactions) -> Interactions:
     split_users = np.asarray(split.users)
     if split_users.size and (split_users.min() < 0 or split_users.max() >= num_users):
-      raise ValueError(f"held-out user ids must be in [0, {num_users}), got "
-                       f"[{split_users.min()}, {split_users.max()}]")
+      raise ValueError(
+        f"held-out user ids must be in [0, {num_users}), got "
+        f"[{split_users.min()}, {split_users.max()}]"
+      )
     keep = keep_user[split_users]
     return Interactions(split.users[keep], split.items[keep])
 
   return dataclasses.replace(
-      dataset, **{name: restrict(dataset.split(name)) for name in HELDOUT_SPLITS}
+    dataset, **{name: restrict(dataset.split(name)) for name in HELDOUT_SPLITS}
   )

@@ -43,7 +43,7 @@ def _check_features(features: np.ndarray, num_items: int | None = None) -> np.nd
 
 
 def item_knn(
-    features: np.ndarray, *, k: int = 10, block_size: int | None = None
+  features: np.ndarray, *, k: int = 10, block_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
   """Each item's k most cosine-similar other items, with the raw cosines as weights.
 
@@ -75,7 +75,7 @@ def item_knn(
   for start in range(0, num_items, rows):
     stop = min(start + rows, num_items)
     weights[start:stop] = np.einsum(
-        "rd,rkd->rk", normalized[start:stop], normalized[neighbours[start:stop]]
+      "rd,rkd->rk", normalized[start:stop], normalized[neighbours[start:stop]]
     )
   return neighbours, weights
 
@@ -106,22 +106,22 @@ def item_knn_scores(similarity: tuple[jax.Array, jax.Array], chunk: ScoreChunk) 
   rows = jnp.broadcast_to(chunk.train_rows[:, None], cols.shape)
   # Entries past the chunk's pairs have row chunk_size: dropped.
   return (
-      jnp.zeros((size, num_items), jnp.float32)
-      .at[rows, cols]
-      .add(weights[chunk.train_items].astype(jnp.float32), mode="drop")
+    jnp.zeros((size, num_items), jnp.float32)
+    .at[rows, cols]
+    .add(weights[chunk.train_items].astype(jnp.float32), mode="drop")
   )
 
 
 def evaluate_item_knn(
-    dataset: Dataset,
-    features: np.ndarray,
-    *,
-    k: int = 10,
-    ks: Sequence[int] = DEFAULT_KS,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    head_fraction: float = 0.2,
-    method: str | None = None,
-    block_size: int | None = None,
+  dataset: Dataset,
+  features: np.ndarray,
+  *,
+  k: int = 10,
+  ks: Sequence[int] = DEFAULT_KS,
+  chunk_size: int = DEFAULT_CHUNK_SIZE,
+  head_fraction: float = 0.2,
+  method: str | None = None,
+  block_size: int | None = None,
 ) -> dict[str, dict[str, float]]:
   """Content-only recommendation (no ID training): item-kNN over the features, full ranking.
 

@@ -71,14 +71,13 @@ METRICS = ("recall", "ndcg", "precision", "map")
 METHODS = ("count", "top_k")
 
 
-
 def _window(values: jax.Array, offsets: jax.Array, chunk: jax.Array, length: int) -> jax.Array:
   """values[offsets[chunk]:][:length]: a static-length window at the chunk's first pair."""
   return jax.lax.dynamic_slice_in_dim(values, offsets[chunk], length)
 
 
 def _chunk_rows(
-    rows: jax.Array, offsets: jax.Array, chunk: jax.Array, length: int, size: int
+  rows: jax.Array, offsets: jax.Array, chunk: jax.Array, length: int, size: int
 ) -> jax.Array:
   """The rows of the chunk's pairs, [length]; entries past the chunk's end get row `size`.
 
@@ -136,17 +135,24 @@ def _labels_top_k(scores: jax.Array, pairs: _ChunkPairs, k_max: int) -> jax.Arra
   # flush to zero): make every score equal to 0 exactly +0.0 so that all of them tie.
   scores = jnp.where(scores == 0, 0.0, scores)
   scores = scores.at[pairs.train_rows, pairs.train_items].set(-jnp.inf, mode="drop")
-  labels = jnp.zeros(scores.shape, jnp.int8).at[pairs.rows, pairs.items].set(pairs.flags,
-                                                                             mode="drop")
+  labels = (
+    jnp.zeros(scores.shape, jnp.int8).at[pairs.rows, pairs.items].set(pairs.flags, mode="drop")
+  )
   top_scores, top_items = jax.lax.top_k(scores, k_max)  # ties: lower index first
   top_labels = jnp.take_along_axis(labels, top_items, axis=1)
   # With fewer than k_max unmasked items, top_k returns masked (training) items: never hits.
   return jnp.where(top_scores > -jnp.inf, top_labels, 0)
 
 
-def _labels_count(scores: jax.Array, pairs: _ChunkPairs, pass_items: jax.Array,
-                  first_pass: jax.Array, num_passes: jax.Array, max_passes: int,
-                  k_max: int) -> jax.Array:
+def _labels_count(
+  scores: jax.Array,
+  pairs: _ChunkPairs,
+  pass_items: jax.Array,
+  first_pass: jax.Array,
+  num_passes: jax.Array,
+  max_passes: int,
+  k_max: int,
+) -> jax.Array:
   """Same result as `_labels_top_k`, from the rank of each held-out item.
 
   Args:
@@ -166,8 +172,9 @@ def _labels_count(scores: jax.Array, pairs: _ChunkPairs, pass_items: jax.Array,
   # Integer keys: for a lower id, "score >= value" becomes "key > key(value) - 1", so both cases
   # are one comparison with no select (cheaper on XLA CPU than selecting between two float
   # comparisons; a float nextafter would need subnormals, which XLA flushes to zero).
-  keys = _sortable_keys(scores).at[pairs.train_rows, pairs.train_items].set(_MASKED_KEY,
-                                                                          mode="drop")
+  keys = (
+    _sortable_keys(scores).at[pairs.train_rows, pairs.train_items].set(_MASKED_KEY, mode="drop")
+  )
 
   def one_pass(m: jax.Array, ranks: jax.Array) -> jax.Array:
     item = jax.lax.dynamic_index_in_dim(pass_items, first_pass + m, keepdims=False)  # [size]
@@ -178,23 +185,21 @@ def _labels_count(scores: jax.Array, pairs: _ChunkPairs, pass_items: jax.Array,
     count = jnp.sum(jnp.where(above, 1.0, 0.0), axis=1).astype(jnp.int32)
     return jax.lax.dynamic_update_index_in_dim(ranks, count, m, axis=0)
 
-  ranks = jax.lax.fori_loop(
-      0, num_passes, one_pass, jnp.full((max_passes, size), k_max, jnp.int32)
-  )
+  ranks = jax.lax.fori_loop(0, num_passes, one_pass, jnp.full((max_passes, size), k_max, jnp.int32))
   safe_rows = jnp.minimum(pairs.rows, size - 1)
   rank = ranks[pairs.slots, safe_rows]  # [L]
   # A masked (training) held-out item is never a hit, whatever its rank among the -inf scores.
   hit = (rank < k_max) & (keys[safe_rows, pairs.items] > _MASKED_KEY)
   # Distinct items of one row have distinct ranks, so the scatter has no collisions.
   return (
-      jnp.zeros((size, k_max), jnp.int8)
-      .at[jnp.where(hit, pairs.rows, size), rank]
-      .set(pairs.flags, mode="drop")
+    jnp.zeros((size, k_max), jnp.int8)
+    .at[jnp.where(hit, pairs.rows, size), rank]
+    .set(pairs.flags, mode="drop")
   )
 
 
 def _metric_sums(
-    hit: jax.Array, num_relevant: jax.Array, ks: tuple[int, ...]
+  hit: jax.Array, num_relevant: jax.Array, ks: tuple[int, ...]
 ) -> tuple[jax.Array, jax.Array]:
   """Sums over the users of one chunk of the four metrics at each K.
 
@@ -224,7 +229,7 @@ def _metric_sums(
   ideal = jnp.minimum(n, k)  # [chunk_size, len(ks)], >= 1
   hits_k = num_hits[:, cols]
   per_user = jnp.stack(
-      [hits_k / n, dcg[:, cols] / idcg[ideal], hits_k / k, ap[:, cols] / ideal], axis=1
+    [hits_k / n, dcg[:, cols] / idcg[ideal], hits_k / k, ap[:, cols] / ideal], axis=1
   )  # [chunk_size, 4, len(ks)]
   sums = jnp.sum(jnp.where(counted[:, None, None], per_user, 0.0), axis=0)
   return sums, jnp.sum(counted, dtype=jnp.int32)
@@ -260,15 +265,15 @@ def _dot_scores(params: tuple[jax.Array, jax.Array], chunk: ScoreChunk) -> jax.A
   # HIGHEST: full float32 products on GPU/TPU too (their default may round through TF32/bf16),
   # so near-ties rank as with the float32 reference. A no-op on CPU.
   return jnp.dot(
-      user_emb[chunk.users].astype(jnp.float32),
-      item_emb.astype(jnp.float32).T,
-      precision=jax.lax.Precision.HIGHEST,
+    user_emb[chunk.users].astype(jnp.float32),
+    item_emb.astype(jnp.float32).T,
+    precision=jax.lax.Precision.HIGHEST,
   )
 
 
 @functools.partial(jax.jit, static_argnames=("score_fn", "ks", "method"))
 def _evaluate_sums(
-    score_fn: ScoreFn, params: Any, data: EvalData, ks: tuple[int, ...], method: str
+  score_fn: ScoreFn, params: Any, data: EvalData, ks: tuple[int, ...], method: str
 ) -> tuple[jax.Array, jax.Array]:
   """Per-chunk metric sums.
 
@@ -284,26 +289,36 @@ def _evaluate_sums(
     users = jax.lax.dynamic_slice_in_dim(data.user_ids, first, size)
     mask_rows = _chunk_rows(data.train_rows, data.train_offsets, chunk, data.train_max_len, size)
     mask_items = _window(data.train_items, data.train_offsets, chunk, data.train_max_len)
-    scores = score_fn(params, ScoreChunk(users=users, train_rows=mask_rows,
-                                         train_items=mask_items))
+    scores = score_fn(params, ScoreChunk(users=users, train_rows=mask_rows, train_items=mask_items))
     if scores.shape != (size, data.num_items):
-      raise ValueError(f"score_fn returned shape {scores.shape}, expected "
-                       f"(chunk_size, num_items) = {(size, data.num_items)}")
+      raise ValueError(
+        f"score_fn returned shape {scores.shape}, expected "
+        f"(chunk_size, num_items) = {(size, data.num_items)}"
+      )
     scores = scores.astype(jnp.float32)
 
     offsets, length = data.heldout_offsets, data.heldout_max_len
     pairs = _ChunkPairs(
-        train_rows=mask_rows, train_items=mask_items,
-        rows=_chunk_rows(data.heldout_rows, offsets, chunk, length, size),
-        items=_window(data.heldout_items, offsets, chunk, length),
-        flags=_window(data.heldout_flags, offsets, chunk, length),
-        slots=_window(data.heldout_slots, offsets, chunk, length))
+      train_rows=mask_rows,
+      train_items=mask_items,
+      rows=_chunk_rows(data.heldout_rows, offsets, chunk, length, size),
+      items=_window(data.heldout_items, offsets, chunk, length),
+      flags=_window(data.heldout_flags, offsets, chunk, length),
+      slots=_window(data.heldout_slots, offsets, chunk, length),
+    )
     if method == "top_k":
       labels = _labels_top_k(scores, pairs, k_max)
     else:
       first_pass = data.pass_offsets[chunk]
-      labels = _labels_count(scores, pairs, data.pass_items, first_pass,
-                             data.pass_offsets[chunk + 1] - first_pass, data.max_passes, k_max)
+      labels = _labels_count(
+        scores,
+        pairs,
+        data.pass_items,
+        first_pass,
+        data.pass_offsets[chunk + 1] - first_pass,
+        data.max_passes,
+        k_max,
+      )
 
     tail = (labels & TAIL_FLAG) != 0
     n_all = jax.lax.dynamic_slice_in_dim(data.num_heldout, first, size)
@@ -316,20 +331,20 @@ def _evaluate_sums(
         sums.append(m)
         counts.append(c)
     return (
-        jnp.stack(sums).reshape(2, 2, len(METRICS), len(ks)),
-        jnp.stack(counts).reshape(2, 2),
+      jnp.stack(sums).reshape(2, 2, len(METRICS), len(ks)),
+      jnp.stack(counts).reshape(2, 2),
     )
 
   return jax.lax.map(one_chunk, jnp.arange(data.num_chunks, dtype=jnp.int32))
 
 
 def default_method() -> str:
-  """"count" on CPU (the faster there, benchmarks/README.md), "top_k" on accelerators."""
+  """ "count" on CPU (the faster there, benchmarks/README.md), "top_k" on accelerators."""
   return "count" if jax.default_backend() == "cpu" else "top_k"
 
 
 def _check_options(
-    ks: Sequence[int], method: str | None, data: EvalData
+  ks: Sequence[int], method: str | None, data: EvalData
 ) -> tuple[tuple[int, ...], str]:
   """Sorted distinct cutoffs and the method, validated against the dataset."""
   ks = tuple(sorted({int(k) for k in ks}))
@@ -342,12 +357,12 @@ def _check_options(
 
 
 def evaluate(
-    user_emb: jax.Array,
-    item_emb: jax.Array,
-    data: EvalData,
-    *,
-    ks: Sequence[int] = DEFAULT_KS,
-    method: str | None = None,
+  user_emb: jax.Array,
+  item_emb: jax.Array,
+  data: EvalData,
+  *,
+  ks: Sequence[int] = DEFAULT_KS,
+  method: str | None = None,
 ) -> dict[str, dict[str, float]]:
   """Full-ranking metrics on the validation and test splits from one scoring pass.
 
@@ -370,19 +385,19 @@ def evaluate(
   ks, method = _check_options(ks, method, data)
   if user_emb.shape[0] != data.num_users or item_emb.shape[0] != data.num_items:
     raise ValueError(
-        f"embeddings {user_emb.shape}, {item_emb.shape} do not match the dataset's "
-        f"{data.num_users} users, {data.num_items} items"
+      f"embeddings {user_emb.shape}, {item_emb.shape} do not match the dataset's "
+      f"{data.num_users} users, {data.num_items} items"
     )
   return evaluate_scores(_dot_scores, (user_emb, item_emb), data, ks=ks, method=method)
 
 
 def evaluate_scores(
-    score_fn: ScoreFn,
-    params: Any,
-    data: EvalData,
-    *,
-    ks: Sequence[int] = DEFAULT_KS,
-    method: str | None = None,
+  score_fn: ScoreFn,
+  params: Any,
+  data: EvalData,
+  *,
+  ks: Sequence[int] = DEFAULT_KS,
+  method: str | None = None,
 ) -> dict[str, dict[str, float]]:
   """`evaluate` for any scorer: the same masking, ranking and metrics, scores from `score_fn`.
 
@@ -420,4 +435,3 @@ def evaluate_scores(
     out["num_tail_users"] = int(counts[s, 1])
     results[split] = out
   return results
-

@@ -44,13 +44,16 @@ def paired_modalities(config: ml_collections.ConfigDict) -> list[tuple[str, str]
   feature_files = list(config.data.features)
   names = [name for name, _, _ in content_lib.parse_modalities(config.stage1.data.modalities)]
   if len(feature_files) != len(names):
-    raise ConfigError(f"config.data.features {feature_files} and config.stage1.data.modalities "
-                      f"{names} must pair up one to one (by position) for the robustness check")
+    raise ConfigError(
+      f"config.data.features {feature_files} and config.stage1.data.modalities "
+      f"{names} must pair up one to one (by position) for the robustness check"
+    )
   return list(zip(feature_files, names, strict=True))
 
 
-def _stage2(config: ml_collections.ConfigDict, features: Sequence[str], workdir: str
-            ) -> dict[str, Any]:
+def _stage2(
+  config: ml_collections.ConfigDict, features: Sequence[str], workdir: str
+) -> dict[str, Any]:
   """Stage 2 on the given feature files (`runs.stage2`: a finished run is read back)."""
   run = config.copy_and_resolve_references()
   # Absolute: the loader reads a relative feature path inside the dataset folder.
@@ -69,8 +72,14 @@ def _test_metrics(summary: dict[str, Any], split: str = "test") -> dict[str, flo
   return {k: summary[split][k] for k in ("recall@20", "ndcg@20")}
 
 
-def compare(config: ml_collections.ConfigDict, workdir: str, *, missing_fraction: float = 0.5,
-            missing: Sequence[str] | None = None, knn_k: int = 10) -> dict[str, Any]:
+def compare(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  missing_fraction: float = 0.5,
+  missing: Sequence[str] | None = None,
+  knn_k: int = 10,
+) -> dict[str, Any]:
   """Runs (a), (b) and (c) for the raw and the stage-1 features; returns the nested results.
 
   Args:
@@ -84,28 +93,35 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *, missing_fraction
   dataset = stage2.load_dataset(config.data, workdir)
   raw_files = [os.path.join(folder, f) for f in config.data.features]
   stage1_file = stage1.finished_output(
-      os.path.join(workdir, "stage1"), stage1.settings_record(config.stage1, folder, config.seed))
+    os.path.join(workdir, "stage1"), stage1.settings_record(config.stage1, folder, config.seed)
+  )
   if stage1_file is None:
-    raise WorkdirError(f"{workdir}/stage1 holds no finished stage-1 output for this config: "
-                       "run launch.pipeline with the same config and workdir first")
+    raise WorkdirError(
+      f"{workdir}/stage1 holds no finished stage-1 output for this config: "
+      "run launch.pipeline with the same config and workdir first"
+    )
   out_dir = os.path.join(workdir, "feature_quality")
   os.makedirs(out_dir, exist_ok=True)
   results: dict[str, Any] = {"dataset": dataset.name, "missing_fraction": missing_fraction}
 
   # (a) Content-only item-kNN.
-  raw_features, raw_description = combine_features(dataset.features,
-                                                   normalize=config.data.normalize_features)
+  raw_features, raw_description = combine_features(
+    dataset.features, normalize=config.data.normalize_features
+  )
   stage1_features = np.load(stage1_file)
   results["item_knn"] = {
-      name: evaluate_item_knn(dataset, feats, k=knn_k,
-                                              ks=tuple(config.eval.ks),
-                                              chunk_size=config.eval.chunk_size)
-      for name, feats in (("raw", raw_features), ("stage1", stage1_features))}
+    name: evaluate_item_knn(
+      dataset, feats, k=knn_k, ks=tuple(config.eval.ks), chunk_size=config.eval.chunk_size
+    )
+    for name, feats in (("raw", raw_features), ("stage1", stage1_features))
+  }
   reporting.log(f"(a) item-kNN done; raw features: {raw_description}")
 
   # Intact features: stage 2 on the raw concatenation, and the pipeline's own stage 2.
-  summaries = {"raw": _stage2(config, raw_files, os.path.join(out_dir, "raw")),
-               "stage1": _stage2(config, [stage1_file], os.path.join(workdir, "stage2"))}
+  summaries = {
+    "raw": _stage2(config, raw_files, os.path.join(out_dir, "raw")),
+    "stage1": _stage2(config, [stage1_file], os.path.join(workdir, "stage2")),
+  }
 
   # (b) A modality missing for a fraction of the items.
   pairs = paired_modalities(config)
@@ -116,54 +132,68 @@ def compare(config: ml_collections.ConfigDict, workdir: str, *, missing_fraction
       continue
     rows = content_lib.missing_items(dataset.num_items, missing_fraction, config.seed)
     tag = f"missing_{name}"
-    degraded = [_zeroed_copy(path, rows, os.path.join(out_dir, f"{tag}_{os.path.basename(path)}"))
-                if os.path.basename(path) == raw_file else path for path in raw_files]
+    degraded = [
+      _zeroed_copy(path, rows, os.path.join(out_dir, f"{tag}_{os.path.basename(path)}"))
+      if os.path.basename(path) == raw_file
+      else path
+      for path in raw_files
+    ]
     summaries[f"raw_{tag}"] = _stage2(config, degraded, os.path.join(out_dir, f"raw_{tag}"))
 
     encoded = os.path.join(out_dir, f"{tag}_{stage1.FEATURE_FILE}")
     if not os.path.exists(encoded):
       if content is None:
-        content = content_lib.load_content(folder, config.stage1.data.modalities,
-                                           num_items=dataset.num_items,
-                                           text_max_tokens=config.stage1.data.text_max_tokens,
-                                           vector_tokens=config.stage1.model.vector_tokens)
+        content = content_lib.load_content(
+          folder,
+          config.stage1.data.modalities,
+          num_items=dataset.num_items,
+          text_max_tokens=config.stage1.data.text_max_tokens,
+          vector_tokens=config.stage1.model.vector_tokens,
+        )
       params, module = stage1.restore_encoder(config.stage1, content, workdir, seed=config.seed)
       dropped = content_lib.drop_modality(content, name, missing_fraction, config.seed)
-      features = stage1.encode_items(params, module, dropped.inputs,
-                                     config.stage1.train.encode_batch_size)
+      features = stage1.encode_items(
+        params, module, dropped.inputs, config.stage1.train.encode_batch_size
+      )
       files.atomic_write(encoded, lambda f, a=features: np.save(f, a))
-    summaries[f"stage1_{tag}"] = _stage2(config, [encoded],
-                                         os.path.join(out_dir, f"stage1_{tag}"))
+    summaries[f"stage1_{tag}"] = _stage2(config, [encoded], os.path.join(out_dir, f"stage1_{tag}"))
 
   results["stage2_test"] = {k: _test_metrics(s) for k, s in summaries.items()}
   # (c) Short-history users, at each run's best validation epoch.
-  results["short_history_test"] = {k: _test_metrics(s, "test_short") for k, s in summaries.items()
-                                   if "test_short" in s}
+  results["short_history_test"] = {
+    k: _test_metrics(s, "test_short") for k, s in summaries.items() if "test_short" in s
+  }
   files.atomic_write(os.path.join(workdir, RESULT_FILE), json.dumps(results, indent=1))
   return results
 
 
 def format_table(results: dict[str, Any]) -> str:
   """The three checks as one plain-text table: rows are checks, columns raw and stage 1."""
+
   def cell(metrics: dict[str, float] | None) -> str:
     if metrics is None:
       return f"{'-':>22}"
     return f"{metrics['recall@20']:>10.4f} / {metrics['ndcg@20']:<9.4f}"
 
-  lines = [f"{'test R@20 / N@20':<40}{'raw features':>22}{'stage-1 features':>24}",
-           "-" * 86]
+  lines = [f"{'test R@20 / N@20':<40}{'raw features':>22}{'stage-1 features':>24}", "-" * 86]
   knn = results["item_knn"]
-  lines.append(f"{'(a) item-kNN, no ID training':<40}{cell(_test_metrics(knn['raw']))}  "
-               f"{cell(_test_metrics(knn['stage1']))}")
+  lines.append(
+    f"{'(a) item-kNN, no ID training':<40}{cell(_test_metrics(knn['raw']))}  "
+    f"{cell(_test_metrics(knn['stage1']))}"
+  )
   stage2 = results["stage2_test"]
-  lines.append(f"{'    stage 2, intact features':<40}{cell(stage2.get('raw'))}  "
-               f"{cell(stage2.get('stage1'))}")
+  lines.append(
+    f"{'    stage 2, intact features':<40}{cell(stage2.get('raw'))}  {cell(stage2.get('stage1'))}"
+  )
   for key in sorted(k for k in stage2 if k.startswith("raw_missing_")):
     tag = key.removeprefix("raw_")
-    label = f"(b) stage 2, {tag.removeprefix('missing_')} missing for " \
-            f"{results['missing_fraction']:.0%}"
+    label = (
+      f"(b) stage 2, {tag.removeprefix('missing_')} missing for {results['missing_fraction']:.0%}"
+    )
     lines.append(f"{label:<40}{cell(stage2.get(key))}  {cell(stage2.get('stage1_' + tag))}")
   short = results["short_history_test"]
-  lines.append(f"{'(c) stage 2, shortest-history users':<40}{cell(short.get('raw'))}  "
-               f"{cell(short.get('stage1'))}")
+  lines.append(
+    f"{'(c) stage 2, shortest-history users':<40}{cell(short.get('raw'))}  "
+    f"{cell(short.get('stage1'))}"
+  )
   return "\n".join(lines)

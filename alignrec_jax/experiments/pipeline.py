@@ -47,15 +47,17 @@ def prepare_stage2_workdir(directory: str, features_path: str) -> None:
   files.atomic_write(record, digest + "\n")
 
 
-def run_pipeline(config: ml_collections.ConfigDict, workdir: str, *,
-                 redo_stage1: bool = False) -> dict[str, Any]:
+def run_pipeline(
+  config: ml_collections.ConfigDict, workdir: str, *, redo_stage1: bool = False
+) -> dict[str, Any]:
   """Stage 1, then stage 2 on its features; returns stage 2's summary (see `runs.stage2`)."""
   stage2.check_config(config)  # both stages' configs, before anything is trained
   stage1.check_config(config.stage1)
   folder = stage2.dataset_folder(config.data, workdir)
   num_items = load_mmrec(folder, inter_file=config.data.inter_file or None).num_items
-  features = stage1.run_stage1(config.stage1, folder, workdir, num_items=num_items,
-                               seed=config.seed, redo=redo_stage1)
+  features = stage1.run_stage1(
+    config.stage1, folder, workdir, num_items=num_items, seed=config.seed, redo=redo_stage1
+  )
   second = config.copy_and_resolve_references()
   second.data.features = (os.path.abspath(features),)
   directory = os.path.join(workdir, "stage2")

@@ -33,11 +33,14 @@ def stage2(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The summary of stage 2 with `config` in `workdir`: read back if finished, else trained."""
   summary = finished(config, workdir)
   if summary is not None:
-    splits = {k: v for k, v in summary.items() if k in ("valid", "test", "valid_short",
-                                                         "test_short")}
-    reporting.log(f"stage 2 in {workdir} has finished already ({summary['epochs_run']} epochs); "
-                  f"metrics of its best epoch, {summary['best_epoch']}:\n"
-                  + reporting.summary_table(splits, ks=tuple(config.eval.ks)))
+    splits = {
+      k: v for k, v in summary.items() if k in ("valid", "test", "valid_short", "test_short")
+    }
+    reporting.log(
+      f"stage 2 in {workdir} has finished already ({summary['epochs_run']} epochs); "
+      f"metrics of its best epoch, {summary['best_epoch']}:\n"
+      + reporting.summary_table(splits, ks=tuple(config.eval.ks))
+    )
     return summary
   return stage2_lib.train_and_evaluate(config, workdir)
 

@@ -90,7 +90,7 @@ def override(config: ml_collections.ConfigDict, field: str, text: str) -> None:
 
 
 def parse_grid(entries: Sequence[str]) -> list[tuple[tuple[str, str], ...]]:
-  """"field=v1,v2" entries -> every combination of (field, value) pairs, in the given order."""
+  """ "field=v1,v2" entries -> every combination of (field, value) pairs, in the given order."""
   axes = []
   for entry in entries:
     field, sep, values = entry.partition("=")
@@ -100,15 +100,23 @@ def parse_grid(entries: Sequence[str]) -> list[tuple[tuple[str, str], ...]]:
   return list(itertools.product(*axes))
 
 
-def make_runs(inputs: Mapping[str, Sequence[str]], grid: Sequence[tuple[tuple[str, str], ...]],
-              seeds: Sequence[int]) -> list[Run]:
+def make_runs(
+  inputs: Mapping[str, Sequence[str]],
+  grid: Sequence[tuple[tuple[str, str], ...]],
+  seeds: Sequence[int],
+) -> list[Run]:
   """Every (input, setting, seed), inputs in the given order (so an input's runs go together)."""
-  return [Run(name, tuple(files), setting, seed)
-          for name, files in inputs.items() for setting in grid for seed in seeds]
+  return [
+    Run(name, tuple(files), setting, seed)
+    for name, files in inputs.items()
+    for setting in grid
+    for seed in seeds
+  ]
 
 
-def select(runs: Sequence[Run], summaries: Mapping[Run, Mapping[str, Any]], *,
-           metric: str = "recall@20") -> dict[str, dict[int, Run]]:
+def select(
+  runs: Sequence[Run], summaries: Mapping[Run, Mapping[str, Any]], *, metric: str = "recall@20"
+) -> dict[str, dict[int, Run]]:
   """input -> seed -> the run whose validation `metric` is best (ties: first in grid order).
 
   Only (input, seed) pairs whose every setting has finished are selected.
@@ -124,8 +132,12 @@ def select(runs: Sequence[Run], summaries: Mapping[Run, Mapping[str, Any]], *,
   return chosen
 
 
-def table(chosen: Mapping[str, Mapping[int, Run]], summaries: Mapping[Run, Mapping[str, Any]],
-          *, metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> dict[str, dict[str, Any]]:
+def table(
+  chosen: Mapping[str, Mapping[int, Run]],
+  summaries: Mapping[Run, Mapping[str, Any]],
+  *,
+  metrics: Sequence[str] = ("recall@20", "ndcg@20"),
+) -> dict[str, dict[str, Any]]:
   """input -> {"test/<metric>": (mean, std), "seeds": [...], "settings": [...]} over seeds.
 
   The standard deviation is the population one (numpy's default), as in `launch.seeds`.
@@ -133,8 +145,7 @@ def table(chosen: Mapping[str, Mapping[int, Run]], summaries: Mapping[Run, Mappi
   out = {}
   for name, by_seed in chosen.items():
     seeds = sorted(by_seed)
-    row: dict[str, Any] = {"seeds": seeds,
-                           "settings": [by_seed[s].setting for s in seeds]}
+    row: dict[str, Any] = {"seeds": seeds, "settings": [by_seed[s].setting for s in seeds]}
     for split in ("valid", "test"):
       for metric in metrics:
         values = [summaries[by_seed[s]][split][metric] for s in seeds]
@@ -143,21 +154,32 @@ def table(chosen: Mapping[str, Mapping[int, Run]], summaries: Mapping[Run, Mappi
   return out
 
 
-def format_table(rows: Mapping[str, Mapping[str, Any]], *,
-                 metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> str:
-  header = f"{'input':<12}" + "".join(f"{'test ' + m:>20}" for m in metrics) + \
-      f"{'valid ' + metrics[0]:>22}  seeds / selected settings"
+def format_table(
+  rows: Mapping[str, Mapping[str, Any]], *, metrics: Sequence[str] = ("recall@20", "ndcg@20")
+) -> str:
+  header = (
+    f"{'input':<12}"
+    + "".join(f"{'test ' + m:>20}" for m in metrics)
+    + f"{'valid ' + metrics[0]:>22}  seeds / selected settings"
+  )
   lines = [header, "-" * len(header)]
   for name, row in rows.items():
     cells = "".join(f"{row[f'test/{m}'][0]:>12.4f}±{row[f'test/{m}'][1]:.4f}" for m in metrics)
     valid = row[f"valid/{metrics[0]}"]
-    lines.append(f"{name:<12}{cells}{valid[0]:>14.4f}±{valid[1]:.4f}  "
-                 f"{len(row['seeds'])}: {'; '.join(row['settings'])}")
+    lines.append(
+      f"{name:<12}{cells}{valid[0]:>14.4f}±{valid[1]:.4f}  "
+      f"{len(row['seeds'])}: {'; '.join(row['settings'])}"
+    )
   return "\n".join(lines)
 
 
-def feature_inputs(config: ml_collections.ConfigDict, workdir: str, names: Sequence[str], *,
-                   stage1_features: str | None = None) -> dict[str, list[str]]:
+def feature_inputs(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  names: Sequence[str],
+  *,
+  stage1_features: str | None = None,
+) -> dict[str, list[str]]:
   """Feature files of each named input, absolute.
 
   Args:
@@ -170,34 +192,47 @@ def feature_inputs(config: ml_collections.ConfigDict, workdir: str, names: Seque
   """
   folder = stage2.dataset_folder(config.data, workdir)
   raw = [os.path.abspath(os.path.join(folder, f)) for f in config.data.features]
-  by_modality = {name: [os.path.abspath(os.path.join(folder, file))]
-                 for file, name in feature_comparison.paired_modalities(config)}
+  by_modality = {
+    name: [os.path.abspath(os.path.join(folder, file))]
+    for file, name in feature_comparison.paired_modalities(config)
+  }
   out = {}
   for name in names:
     if name == "raw":
       out[name] = raw
     elif name == "stage1":
       path = stage1_features or stage1.run_stage1(
-          config.stage1, folder, workdir, num_items=load_mmrec(folder).num_items,
-          seed=config.seed)
+        config.stage1, folder, workdir, num_items=load_mmrec(folder).num_items, seed=config.seed
+      )
       out[name] = [os.path.abspath(path)]
     elif name in by_modality:
       out[name] = by_modality[name]
     else:
-      raise ConfigError(f"unknown input {name!r}: use raw, stage1 or one of "
-                        f"{list(by_modality)}")
+      raise ConfigError(f"unknown input {name!r}: use raw, stage1 or one of {list(by_modality)}")
   return out
 
 
-def _read_back(runs_list: Sequence[Run], base: ml_collections.ConfigDict, root: str
-               ) -> dict[Run, dict[str, Any]]:
-  return {run: summary for run in runs_list
-          if (summary := runs.finished(run.config(base), run.workdir(root))) is not None}
+def _read_back(
+  runs_list: Sequence[Run], base: ml_collections.ConfigDict, root: str
+) -> dict[Run, dict[str, Any]]:
+  return {
+    run: summary
+    for run in runs_list
+    if (summary := runs.finished(run.config(base), run.workdir(root))) is not None
+  }
 
 
-def run_sweep(base: ml_collections.ConfigDict, workdir: str, inputs: Mapping[str, Sequence[str]],
-              grid: Sequence[str], seeds: Sequence[int], *, parallel: int = 1,
-              time_budget: float = 0.0, max_new_runs: int = -1) -> dict[str, Any]:
+def run_sweep(
+  base: ml_collections.ConfigDict,
+  workdir: str,
+  inputs: Mapping[str, Sequence[str]],
+  grid: Sequence[str],
+  seeds: Sequence[int],
+  *,
+  parallel: int = 1,
+  time_budget: float = 0.0,
+  max_new_runs: int = -1,
+) -> dict[str, Any]:
   """Trains every (input, setting, seed) not finished yet, then selects and tabulates.
 
   Args:
@@ -223,14 +258,16 @@ def run_sweep(base: ml_collections.ConfigDict, workdir: str, inputs: Mapping[str
   todo = [r for r in grid_runs if r not in summaries]
   if max_new_runs >= 0:
     todo = todo[:max_new_runs]
-  reporting.log(f"sweep: {len(grid_runs)} runs, {len(summaries)} finished already, "
-                f"{len(todo)} to go, {parallel} at once")
+  reporting.log(
+    f"sweep: {len(grid_runs)} runs, {len(summaries)} finished already, "
+    f"{len(todo)} to go, {parallel} at once"
+  )
   start = time.monotonic()
   # A fresh process per run ("spawn", one task each): no JAX state or memory carries over, and
   # a run that crashes takes only itself down.
   with concurrent.futures.ProcessPoolExecutor(
-      parallel, mp_context=multiprocessing.get_context("spawn"),
-      max_tasks_per_child=1) as pool:
+    parallel, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+  ) as pool:
     pending: dict[concurrent.futures.Future, Run] = {}
     for index, run in enumerate(todo):
       if len(pending) >= parallel:  # wait for a free slot
@@ -244,8 +281,13 @@ def run_sweep(base: ml_collections.ConfigDict, workdir: str, inputs: Mapping[str
     _collect(concurrent.futures.wait(pending).done, pending, summaries, root)
 
   rows = table(select(grid_runs, summaries), summaries)
-  result = {"inputs": dict(inputs), "grid": list(grid), "seeds": list(seeds),
-            "minutes": (time.monotonic() - start) / 60, "table": rows}
+  result = {
+    "inputs": dict(inputs),
+    "grid": list(grid),
+    "seeds": list(seeds),
+    "minutes": (time.monotonic() - start) / 60,
+    "table": rows,
+  }
   files.atomic_write(os.path.join(workdir, "sweep.json"), json.dumps(result, indent=1))
   return result
 
@@ -257,9 +299,13 @@ def _collect(done, pending: dict, summaries: dict, root: str) -> None:
       summaries[run] = future.result()
     except Exception as e:  # a failed run is reported, and the sweep goes on
       where = os.path.join(run.workdir(root), "log.txt")
-      reporting.log(f"sweep: {run.input_name} {run.setting} seed {run.seed} failed "
-                    f"({type(e).__name__}: {e}); see {where}\n"
-                    + "".join(traceback.format_exception_only(e)).strip())
+      reporting.log(
+        f"sweep: {run.input_name} {run.setting} seed {run.seed} failed "
+        f"({type(e).__name__}: {e}); see {where}\n"
+        + "".join(traceback.format_exception_only(e)).strip()
+      )
       continue
-    reporting.log(f"sweep: finished {run.input_name} {run.setting} seed {run.seed}: valid "
-                  f"recall@20 {summaries[run]['valid']['recall@20']:.4f}")
+    reporting.log(
+      f"sweep: finished {run.input_name} {run.setting} seed {run.seed}: valid "
+      f"recall@20 {summaries[run]['valid']['recall@20']:.4f}"
+    )

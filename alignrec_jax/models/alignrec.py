@@ -41,8 +41,9 @@ class AlignRec(nn.Module):
       graphs: user_item (A_hat), user_item_block (R_hat) and item_knn (S) operators.
       features: [I, D] item multimodal features F.
     """
-    ego, ids = IdEmbeddings(self.num_users, self.num_items, self.embed_dim, self.num_ui_layers,
-                            name="ids")(graphs)
+    ego, ids = IdEmbeddings(
+      self.num_users, self.num_items, self.embed_dim, self.num_ui_layers, name="ids"
+    )(graphs)
     ego_items = ego[self.num_users :]
     projected = _torch_dense(self.embed_dim, features.shape[-1], "feature_proj")(features)
     gate = nn.sigmoid(_torch_dense(self.embed_dim, self.embed_dim, "content_gate")(projected))
@@ -50,5 +51,10 @@ class AlignRec(nn.Module):
     for _ in range(self.num_knn_layers):
       content_items = propagate(graphs.item_knn, content_items)
     content_users = propagate(graphs.user_item_block, content_items)
-    return Embeddings(ego=ego, ids=ids, content_users=content_users,
-                      content_items=content_items, num_users=self.num_users)
+    return Embeddings(
+      ego=ego,
+      ids=ids,
+      content_users=content_users,
+      content_items=content_items,
+      num_users=self.num_users,
+    )

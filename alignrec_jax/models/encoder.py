@@ -68,8 +68,9 @@ class TransformerBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
     width = x.shape[-1]
-    x = x + SelfAttention(self.num_heads, name="attention")(nn.LayerNorm(name="ln_attn")(x),
-                                                            key_mask)
+    x = x + SelfAttention(self.num_heads, name="attention")(
+      nn.LayerNorm(name="ln_attn")(x), key_mask
+    )
     h = nn.Dense(self.mlp_dim, name="mlp_in")(nn.LayerNorm(name="ln_mlp")(x))
     h = nn.gelu(h, approximate=False)
     return x + nn.Dense(width, name="mlp_out")(h)
@@ -94,8 +95,9 @@ class CrossModalEncoder(nn.Module):
   mlp_dim: int | None = None
   output_dim: int = 768
 
-  def _embed(self, spec: ModalitySpec, inp: ModalityInput, valid: jax.Array,
-             masked: jax.Array | None) -> jax.Array:
+  def _embed(
+    self, spec: ModalitySpec, inp: ModalityInput, valid: jax.Array, masked: jax.Array | None
+  ) -> jax.Array:
     """[B, L_m, W] token embeddings of one modality, zero on hidden positions."""
     if spec.kind == "sequence":
       # Zeroing hidden positions first keeps arbitrary (even non-finite) padding values out of
@@ -104,8 +106,9 @@ class CrossModalEncoder(nn.Module):
       tokens = nn.Dense(self.width, name=f"{spec.name}_proj")(values)
     elif spec.kind == "categorical":
       ids = jnp.where(valid, inp.values, 0)
-      tokens = nn.Embed(spec.vocab_size, self.width, embedding_init=_embed_init,
-                        name=f"{spec.name}_embed")(ids)
+      tokens = nn.Embed(
+        spec.vocab_size, self.width, embedding_init=_embed_init, name=f"{spec.name}_embed"
+      )(ids)
     else:
       present = valid[:, 0]
       values = jnp.where(present[:, None], inp.values, 0.0)
@@ -126,9 +129,13 @@ class CrossModalEncoder(nn.Module):
     return jnp.where(valid[..., None], tokens, 0.0)
 
   @nn.compact
-  def __call__(self, inputs: Mapping[str, ModalityInput],
-               masked: Mapping[str, jax.Array] | None = None,
-               with_heads: bool = False, only: str | None = None):
+  def __call__(
+    self,
+    inputs: Mapping[str, ModalityInput],
+    masked: Mapping[str, jax.Array] | None = None,
+    with_heads: bool = False,
+    only: str | None = None,
+  ):
     """Encodes a batch of items.
 
     Args:
@@ -151,8 +158,10 @@ class CrossModalEncoder(nn.Module):
     if only is not None:
       specs = tuple(s for s in self.specs if s.name == only)
       if not specs or self.is_initializing():
-        raise ValueError(f"only={only!r}: not one of {[s.name for s in self.specs]} (or used "
-                         "at init, which must create every modality's parameters)")
+        raise ValueError(
+          f"only={only!r}: not one of {[s.name for s in self.specs]} (or used "
+          "at init, which must create every modality's parameters)"
+        )
     pieces, valids, lengths = [], [], []
     for spec in specs:
       inp = inputs[spec.name]
@@ -171,7 +180,7 @@ class CrossModalEncoder(nn.Module):
     cls = nn.Dense(self.output_dim, name="cls_proj")(x[:, 0])
     tokens, start = {}, 1
     for spec, length in zip(specs, lengths, strict=True):
-      tokens[spec.name] = x[:, start:start + length]
+      tokens[spec.name] = x[:, start : start + length]
       start += length
     # Heads are created at init even when not asked for, so that one parameter tree serves
     # both encoding and pre-training.

@@ -28,8 +28,12 @@ class IdEmbeddings(nn.Module):
 
     def init(key, shape, dtype=jnp.float32):
       user_key, item_key = jax.random.split(key)
-      return jnp.concatenate([xavier_uniform(user_key, (self.num_users, shape[1]), dtype),
-                              xavier_uniform(item_key, (self.num_items, shape[1]), dtype)])
+      return jnp.concatenate(
+        [
+          xavier_uniform(user_key, (self.num_users, shape[1]), dtype),
+          xavier_uniform(item_key, (self.num_items, shape[1]), dtype),
+        ]
+      )
 
     ego = self.param("embedding", init, (self.num_users + self.num_items, self.embed_dim))
     return ego, lightgcn(graphs.user_item, ego, num_layers=self.num_layers)
@@ -46,7 +50,9 @@ class LightGCN(nn.Module):
   @nn.compact
   def __call__(self, graphs: Graphs, features: jax.Array | None = None) -> Embeddings:
     del features  # LightGCN has no content branch.
-    ego, ids = IdEmbeddings(self.num_users, self.num_items, self.embed_dim, self.num_ui_layers,
-                            name="ids")(graphs)
-    return Embeddings(ego=ego, ids=ids, content_users=None, content_items=None,
-                      num_users=self.num_users)
+    ego, ids = IdEmbeddings(
+      self.num_users, self.num_items, self.embed_dim, self.num_ui_layers, name="ids"
+    )(graphs)
+    return Embeddings(
+      ego=ego, ids=ids, content_users=None, content_items=None, num_users=self.num_users
+    )

@@ -19,8 +19,9 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def bpr(*, pos_scores: jax.Array, neg_scores: jax.Array, mask: jax.Array,
-        eps: float = 0.0) -> jax.Array:
+def bpr(
+  *, pos_scores: jax.Array, neg_scores: jax.Array, mask: jax.Array, eps: float = 0.0
+) -> jax.Array:
   """Bayesian personalised ranking: -mean log(eps + sigmoid(pos - neg)).
 
   eps = 0 gives AlignRec's `-logsigmoid` form (computed stably); MMRec's LightGCN uses 1e-10.
@@ -48,8 +49,9 @@ def cosine_alignment(*, users: jax.Array, items: jax.Array, mask: jax.Array) -> 
   return 1.0 - _masked_mean(cos, mask)
 
 
-def info_nce(*, anchors: jax.Array, positives: jax.Array, temperature: float,
-             mask: jax.Array) -> jax.Array:
+def info_nce(
+  *, anchors: jax.Array, positives: jax.Array, temperature: float, mask: jax.Array
+) -> jax.Array:
   """One-directional InfoNCE with in-batch negatives (AlignRec's content-category alignment).
 
   With rows L2-normalised, mean_k -log(exp(a_k.b_k / t) / sum_j exp(a_k.b_j / t)): anchors from
@@ -62,8 +64,9 @@ def info_nce(*, anchors: jax.Array, positives: jax.Array, temperature: float,
     temperature: tau.
     mask: [B] 1 for real rows.
   """
-  return _normalized_info_nce(l2_normalize(anchors), l2_normalize(positives), mask,
-                              1.0 / temperature)
+  return _normalized_info_nce(
+    l2_normalize(anchors), l2_normalize(positives), mask, 1.0 / temperature
+  )
 
 
 # The B x B logits dominate this loss's cost, so its gradient is written by hand: two passes
@@ -121,8 +124,9 @@ _normalized_info_nce.defvjp(_normalized_info_nce_fwd, _normalized_info_nce_bwd)
 GRAM_BLOCK = 128
 
 
-def similarity_preservation(*, embeddings: jax.Array, features: jax.Array,
-                            mask: jax.Array) -> jax.Array:
+def similarity_preservation(
+  *, embeddings: jax.Array, features: jax.Array, mask: jax.Array
+) -> jax.Array:
   """||E E^T - cos(F)||_F / B, without forming either B x B matrix.
 
   E are the batch's content-branch item embeddings (raw dot products), F their features (the
@@ -160,6 +164,6 @@ def _squared_gram_norm(y: jax.Array, block: int = GRAM_BLOCK) -> jax.Array:
   total = jnp.zeros((), y.dtype)
   for start in range(0, dim, block):
     width = min(block, dim - start)
-    rows = y[:, start:start + width].T @ y[:, start:]  # [width, dim - start]
+    rows = y[:, start : start + width].T @ y[:, start:]  # [width, dim - start]
     total += jnp.sum(jnp.square(rows[:, :width])) + 2.0 * jnp.sum(jnp.square(rows[:, width:]))
   return total

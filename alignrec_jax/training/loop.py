@@ -67,14 +67,18 @@ class Task:
   evaluate: Evaluate | None = None
 
 
-def finite_terms(terms: dict[str, jax.Array], *, stage: str, epoch: int,
-                 checkpointer: Checkpointer) -> dict[str, float]:
+def finite_terms(
+  terms: dict[str, jax.Array], *, stage: str, epoch: int, checkpointer: Checkpointer
+) -> dict[str, float]:
   """An epoch's loss terms as floats; TrainingDiverged if any is NaN or Inf."""
   values = {k: float(v) for k, v in terms.items()}
   if not all(math.isfinite(v) for v in values.values()):
     last = checkpointer.latest_epoch()
-    kept = ("no checkpoint was written before it" if last is None else
-            f"the checkpoint of epoch {last} in {checkpointer.directory} is the last good state")
+    kept = (
+      "no checkpoint was written before it"
+      if last is None
+      else f"the checkpoint of epoch {last} in {checkpointer.directory} is the last good state"
+    )
     raise TrainingDiverged(f"{stage}: non-finite loss in epoch {epoch} ({values}); {kept}")
   return values
 
@@ -92,8 +96,9 @@ def _flat(results: dict[str, dict[str, float]]) -> dict[str, float]:
   return {f"{split}/{k}": v for split, m in results.items() for k, v in m.items()}
 
 
-def restore(init_state: Callable[[jax.Array], TrainState], workdir: str
-            ) -> tuple[TrainState, dict[str, Any]] | None:
+def restore(
+  init_state: Callable[[jax.Array], TrainState], workdir: str
+) -> tuple[TrainState, dict[str, Any]] | None:
   """(state, meta) of the newest checkpoint in WORKDIR/checkpoints, or None if there is none.
 
   `init_state` (a task's) gives the state's structure to restore into.
@@ -105,10 +110,18 @@ def restore(init_state: Callable[[jax.Array], TrainState], workdir: str
     checkpointer.close()
 
 
-def train(task: Task, workdir: str, *, config_json: str, seed: int, max_epochs: int,
-          checkpoint_every: int = 1, early_stopping: EarlyStopping | None = None,
-          same_config_to_resume: bool = False, ks: tuple[int, ...] = ()
-          ) -> tuple[TrainState, dict[str, Any]]:
+def train(
+  task: Task,
+  workdir: str,
+  *,
+  config_json: str,
+  seed: int,
+  max_epochs: int,
+  checkpoint_every: int = 1,
+  early_stopping: EarlyStopping | None = None,
+  same_config_to_resume: bool = False,
+  ks: tuple[int, ...] = (),
+) -> tuple[TrainState, dict[str, Any]]:
   """Runs (or resumes) the task in `workdir` until it stops early or reaches `max_epochs`.
 
   Args:
@@ -144,19 +157,23 @@ def train(task: Task, workdir: str, *, config_json: str, seed: int, max_epochs: 
     state, meta = restored
     if same_config_to_resume and meta["config"] != config_json:
       checkpointer.close()
-      raise WorkdirError(f"{workdir} holds an unfinished {task.name} run with other settings; "
-                         "use another workdir (or delete that one) to train with these")
+      raise WorkdirError(
+        f"{workdir} holds an unfinished {task.name} run with other settings; "
+        "use another workdir (or delete that one) to train with these"
+      )
     start_epoch, stopped = meta["epoch"] + 1, meta.get("stopped", False)
     if early_stopping is not None:
       early_stopping = EarlyStopping.from_json(meta["early_stopping"])
-    reporting.log(f"{task.name} resumed from the checkpoint of epoch {meta['epoch']} in "
-                  f"{workdir}" + ("; it had stopped early, nothing left to train" if stopped
-                                  else ""))
+    reporting.log(
+      f"{task.name} resumed from the checkpoint of epoch {meta['epoch']} in "
+      f"{workdir}" + ("; it had stopped early, nothing left to train" if stopped else "")
+    )
   last_epoch = start_epoch if stopped else max_epochs
   if start_epoch < last_epoch and os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
     os.remove(os.path.join(workdir, SUMMARY_FILE))  # no longer a finished run
-  metrics_log = reporting.MetricsLog(os.path.join(workdir, reporting.METRICS_FILE),
-                                     resume_from_epoch=start_epoch)
+  metrics_log = reporting.MetricsLog(
+    os.path.join(workdir, reporting.METRICS_FILE), resume_from_epoch=start_epoch
+  )
   epoch, terms = start_epoch - 1, {}
   try:
     for epoch in range(start_epoch, last_epoch):
@@ -186,26 +203,39 @@ def train(task: Task, workdir: str, *, config_json: str, seed: int, max_epochs: 
         if early_stopping is not None:
           meta["early_stopping"] = early_stopping.to_json()
         checkpointer.save(epoch, state, meta)
-      reporting.log(reporting.epoch_line(
-          task.name, epoch, terms, train_seconds=train_seconds,
-          examples=task.examples_per_epoch, results=results,
-          metric=getattr(early_stopping, "metric", ""), eval_seconds=eval_seconds,
-          improved=early_stopping is not None and early_stopping.improved))
+      reporting.log(
+        reporting.epoch_line(
+          task.name,
+          epoch,
+          terms,
+          train_seconds=train_seconds,
+          examples=task.examples_per_epoch,
+          results=results,
+          metric=getattr(early_stopping, "metric", ""),
+          eval_seconds=eval_seconds,
+          improved=early_stopping is not None and early_stopping.improved,
+        )
+      )
       if stopped:
         break
   finally:
     checkpointer.wait()
     checkpointer.close()
 
-  summary: dict[str, Any] = {"format": FORMAT_VERSION, "epochs_run": epoch + 1,
-                             "config": json.loads(config_json)}
+  summary: dict[str, Any] = {
+    "format": FORMAT_VERSION,
+    "epochs_run": epoch + 1,
+    "config": json.loads(config_json),
+  }
   if early_stopping is not None:
     best = early_stopping.best_metrics
     summary.update(best_epoch=early_stopping.best_epoch, **best)
     if best:
-      reporting.log(f"{task.name}: best validation {early_stopping.metric} at epoch "
-                    f"{early_stopping.best_epoch} ({epoch + 1} epochs run); metrics of that "
-                    "epoch:\n" + reporting.summary_table(best, ks=ks))
+      reporting.log(
+        f"{task.name}: best validation {early_stopping.metric} at epoch "
+        f"{early_stopping.best_epoch} ({epoch + 1} epochs run); metrics of that "
+        "epoch:\n" + reporting.summary_table(best, ks=ks)
+      )
   else:
     summary["final_terms"] = terms
   files.atomic_write(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=1))

@@ -20,8 +20,19 @@ import optax
 
 from alignrec_jax.errors import ConfigError, check_fields
 
-FIELDS = ("name", "lr", "schedule", "lr_decay", "lr_decay_epochs", "warmup_epochs", "b1", "b2",
-          "eps", "weight_decay", "clip_norm")
+FIELDS = (
+  "name",
+  "lr",
+  "schedule",
+  "lr_decay",
+  "lr_decay_epochs",
+  "warmup_epochs",
+  "b1",
+  "b2",
+  "eps",
+  "weight_decay",
+  "clip_norm",
+)
 NAMES = ("adam", "adamw")
 SCHEDULES = ("epoch_decay", "warmup_cosine", "constant")
 # A schedule's parameters that another schedule ignores must keep these values: a warm-up set
@@ -36,21 +47,25 @@ def check_config(config: ml_collections.ConfigDict, *, path: str) -> None:
   if config.name not in NAMES:
     raise ConfigError(f"{path}.name: {config.name!r} is not one of {', '.join(NAMES)}")
   if config.schedule not in SCHEDULES:
-    raise ConfigError(f"{path}.schedule: {config.schedule!r} is not one of "
-                      f"{', '.join(SCHEDULES)}")
+    raise ConfigError(f"{path}.schedule: {config.schedule!r} is not one of {', '.join(SCHEDULES)}")
   if config.name == "adam" and config.weight_decay:
-    raise ConfigError(f"{path}.weight_decay: {config.weight_decay} needs name 'adamw' (plain "
-                      "Adam here has no weight decay)")
+    raise ConfigError(
+      f"{path}.weight_decay: {config.weight_decay} needs name 'adamw' (plain "
+      "Adam here has no weight decay)"
+    )
   for field, neutral in _NEUTRAL.items():
     if field not in _READS[config.schedule] and config[field] != neutral:
-      raise ConfigError(f"{path}.{field}: {config[field]} has no effect with schedule "
-                        f"{config.schedule!r} (leave it at {neutral})")
+      raise ConfigError(
+        f"{path}.{field}: {config[field]} has no effect with schedule "
+        f"{config.schedule!r} (leave it at {neutral})"
+      )
   if not config.lr > 0:
     raise ConfigError(f"{path}.lr: expected a positive learning rate, got {config.lr}")
 
 
-def learning_rate(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
-                  num_epochs: int) -> optax.Schedule | float:
+def learning_rate(
+  config: ml_collections.ConfigDict, *, steps_per_epoch: int, num_epochs: int
+) -> optax.Schedule | float:
   """The schedule of `config.schedule` (see the module docstring); `num_epochs` is the run's."""
   if config.schedule == "constant":
     return config.lr
@@ -63,12 +78,16 @@ def learning_rate(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
     return schedule
   total = max(num_epochs * steps_per_epoch, 1)
   warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
-  return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup_steps=warmup,
-                                            decay_steps=total)
+  return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup_steps=warmup, decay_steps=total)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, num_epochs: int,
-                   path: str = "config.optim") -> optax.GradientTransformation:
+def make_optimizer(
+  config: ml_collections.ConfigDict,
+  *,
+  steps_per_epoch: int,
+  num_epochs: int,
+  path: str = "config.optim",
+) -> optax.GradientTransformation:
   """The optax chain of an `optim` config group (see the module docstring).
 
   Args:
@@ -84,6 +103,9 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, n
   parts.append(optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps))
   if config.name == "adamw":
     parts.append(optax.add_decayed_weights(config.weight_decay))
-  parts.append(optax.scale_by_learning_rate(
-      learning_rate(config, steps_per_epoch=steps_per_epoch, num_epochs=num_epochs)))
+  parts.append(
+    optax.scale_by_learning_rate(
+      learning_rate(config, steps_per_epoch=steps_per_epoch, num_epochs=num_epochs)
+    )
+  )
   return optax.chain(*parts)

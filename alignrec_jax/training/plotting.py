@@ -10,8 +10,9 @@ from alignrec_jax.training.reporting import read_metrics
 _SPLITS = ("valid", "test", "valid_short", "test_short")
 
 
-def plot_run(workdir: str, output: str | None = None, *,
-             metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> str:
+def plot_run(
+  workdir: str, output: str | None = None, *, metrics: Sequence[str] = ("recall@20", "ndcg@20")
+) -> str:
   """Writes a PNG with the loss terms (left) and validation/test metrics (right) per epoch.
 
   A run without evaluation (stage 1) gets the loss panel alone.
@@ -21,6 +22,7 @@ def plot_run(workdir: str, output: str | None = None, *,
   """
   try:
     import matplotlib  # an optional dependency, imported only here
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
   except ImportError as e:
@@ -29,11 +31,13 @@ def plot_run(workdir: str, output: str | None = None, *,
   epochs = [r["epoch"] for r in records]
   # Loss terms are every field but the epoch, the times and the metrics ("valid/recall@20");
   # stage 1's have slashes too ("mlm/text").
-  terms = [k for k in records[0] if k != "epoch" and not k.endswith("_seconds")
-           and k.partition("/")[0] not in _SPLITS]
+  terms = [
+    k
+    for k in records[0]
+    if k != "epoch" and not k.endswith("_seconds") and k.partition("/")[0] not in _SPLITS
+  ]
   metrics = [m for m in metrics if f"valid/{m}" in records[0]]
-  fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False)
   left = axes[0, 0]
   for term in terms:
     left.plot(epochs, [r[term] for r in records], label=term)
@@ -52,7 +56,8 @@ def plot_run(workdir: str, output: str | None = None, *,
 def _plot_metrics(right, epochs, records, metrics) -> None:
   for metric in metrics:
     for split, style in (("valid", "-"), ("test", "--")):
-      right.plot(epochs, [r[f"{split}/{metric}"] for r in records], style,
-                 label=f"{split} {metric}")
+      right.plot(
+        epochs, [r[f"{split}/{metric}"] for r in records], style, label=f"{split} {metric}"
+      )
   right.set(xlabel="epoch", title="ranking metrics")
   right.legend(fontsize=8)

@@ -33,8 +33,11 @@ class MetricsLog:
     self.path = path
     if os.path.exists(path):
       with open(path) as f:
-        kept = [line for line in f if line.strip()
-                and json.loads(line).get("epoch", -1) < resume_from_epoch]
+        kept = [
+          line
+          for line in f
+          if line.strip() and json.loads(line).get("epoch", -1) < resume_from_epoch
+        ]
       with open(path, "w") as f:
         f.writelines(kept)
 
@@ -43,25 +46,39 @@ class MetricsLog:
       f.write(json.dumps(record, sort_keys=False) + "\n")
 
 
-def epoch_line(stage: str, epoch: int, terms: Mapping[str, float], *, train_seconds: float,
-               examples: int, results: Mapping[str, Mapping[str, float]] | None = None,
-               metric: str = "recall@20", eval_seconds: float = 0.0,
-               improved: bool = False) -> str:
+def epoch_line(
+  stage: str,
+  epoch: int,
+  terms: Mapping[str, float],
+  *,
+  train_seconds: float,
+  examples: int,
+  results: Mapping[str, Mapping[str, float]] | None = None,
+  metric: str = "recall@20",
+  eval_seconds: float = 0.0,
+  improved: bool = False,
+) -> str:
   """One console line: the epoch, its loss terms, validation and test metrics if any, times."""
   loss = " ".join(f"{k} {v:.4f}" for k, v in terms.items())
   line = f"{stage} epoch {epoch:4d} | {loss} | "
   if results is not None:
     valid, test = results["valid"], results["test"]
-    line += (f"valid {metric} {valid[metric]:.4f} ndcg@20 {valid['ndcg@20']:.4f} | "
-             f"test {metric} {test[metric]:.4f} | ")
+    line += (
+      f"valid {metric} {valid[metric]:.4f} ndcg@20 {valid['ndcg@20']:.4f} | "
+      f"test {metric} {test[metric]:.4f} | "
+    )
   line += f"train {train_seconds:.2f}s ({examples / train_seconds:,.0f}/s)"
   if results is not None:
     line += f" eval {eval_seconds:.2f}s" + (" *" if improved else "")
   return line
 
 
-def summary_table(metrics: Mapping[str, Mapping[str, float]], *, ks: Sequence[int],
-                  prefixes: Sequence[str] = ("", "tail_")) -> str:
+def summary_table(
+  metrics: Mapping[str, Mapping[str, float]],
+  *,
+  ks: Sequence[int],
+  prefixes: Sequence[str] = ("", "tail_"),
+) -> str:
   """A table of validation and test metrics at every K (rows), e.g. of the best epoch."""
   names = ("recall", "ndcg", "precision", "map")
   width = max([10] + [len(split) + 2 for split in metrics])
@@ -91,8 +108,9 @@ class OwnInfoOnly(std_logging.Filter):
   """Our progress at INFO; other libraries (orbax is chatty) only from WARNING up."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return (record.levelno >= std_logging.WARNING
-            or os.path.abspath(record.pathname).startswith(PACKAGE_DIR))
+    return record.levelno >= std_logging.WARNING or os.path.abspath(record.pathname).startswith(
+      PACKAGE_DIR
+    )
 
 
 def show_progress() -> None:

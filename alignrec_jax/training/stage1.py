@@ -30,11 +30,11 @@ from flax.training.train_state import TrainState
 
 from alignrec_jax import files
 from alignrec_jax.data.content import (
-    Content,
-    ModalityInput,
-    ModalitySpec,
-    load_content,
-    parse_modalities,
+  Content,
+  ModalityInput,
+  ModalitySpec,
+  load_content,
+  parse_modalities,
 )
 from alignrec_jax.errors import ConfigError, WorkdirError, check_fields
 from alignrec_jax.models.encoder import CrossModalEncoder
@@ -48,10 +48,10 @@ RECORD_FILE = "stage1_feat.json"
 Inputs = Mapping[str, ModalityInput]
 
 FIELDS = {
-    "data": ("modalities", "text_max_tokens"),
-    "model": ("width", "num_heads", "num_layers", "mlp_dim", "output_dim", "vector_tokens"),
-    "loss": ("mask_fraction", "temperature", "weights"),
-    "train": ("batch_size", "epochs", "encode_batch_size"),
+  "data": ("modalities", "text_max_tokens"),
+  "model": ("width", "num_heads", "num_layers", "mlp_dim", "output_dim", "vector_tokens"),
+  "loss": ("mask_fraction", "temperature", "weights"),
+  "train": ("batch_size", "epochs", "encode_batch_size"),
 }
 
 
@@ -63,12 +63,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   check_fields(config.loss.weights, DEFAULT_WEIGHTS, path="config.stage1.loss.weights")
   optimizer.check_config(config.optim, path="config.stage1.optim")
   if config.model.width % config.model.num_heads:
-    raise ConfigError(f"config.stage1.model.width {config.model.width} is not divisible by "
-                      f"num_heads {config.model.num_heads}")
+    raise ConfigError(
+      f"config.stage1.model.width {config.model.width} is not divisible by "
+      f"num_heads {config.model.num_heads}"
+    )
   for field in ("batch_size", "epochs", "encode_batch_size"):
     if config.train[field] < 1:
-      raise ConfigError(f"config.stage1.train.{field}: expected a positive integer, got "
-                        f"{config.train[field]}")
+      raise ConfigError(
+        f"config.stage1.train.{field}: expected a positive integer, got {config.train[field]}"
+      )
   try:
     parse_modalities(config.data.modalities)
   except ValueError as e:
@@ -80,9 +83,9 @@ def gather_batch(inputs: Inputs, rows: jax.Array, real: jax.Array) -> dict[str, 
   batch = {}
   for name, inp in inputs.items():
     present = real if inp.present is None else inp.present[rows] & real
-    batch[name] = ModalityInput(values=inp.values[rows],
-                                mask=None if inp.mask is None else inp.mask[rows],
-                                present=present)
+    batch[name] = ModalityInput(
+      values=inp.values[rows], mask=None if inp.mask is None else inp.mask[rows], present=present
+    )
   return batch
 
 
@@ -111,13 +114,14 @@ class Pretrainer:
     state = TrainState.create(apply_fn=self.module.apply, params=params, tx=self.optimizer)
     return state.replace(step=jnp.zeros((), jnp.int32))
 
-  def train_step(self, state: TrainState, inputs: Inputs, rows: jax.Array, real: jax.Array,
-                 key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+  def train_step(
+    self, state: TrainState, inputs: Inputs, rows: jax.Array, real: jax.Array, key: jax.Array
+  ) -> tuple[TrainState, dict[str, jax.Array]]:
     """The pure step on the items `rows` [B] of the full inputs (`real` False on padding)."""
     batch = gather_batch(inputs, rows, real)
     grads, terms = jax.grad(
-        lambda p: pretrain_loss(p, self.module, batch, key, **self.loss), has_aux=True)(
-            state.params)
+      lambda p: pretrain_loss(p, self.module, batch, key, **self.loss), has_aux=True
+    )(state.params)
     return state.apply_gradients(grads=grads), terms
 
   def make_train_epoch(self):
@@ -125,25 +129,39 @@ class Pretrainer:
     return make_epoch(self.train_step, num_examples=self.num_items, batch_size=self.batch_size)
 
 
-def build_encoder(config: ml_collections.ConfigDict,
-                  specs: tuple[ModalitySpec, ...]) -> CrossModalEncoder:
+def build_encoder(
+  config: ml_collections.ConfigDict, specs: tuple[ModalitySpec, ...]
+) -> CrossModalEncoder:
   model = config.model
-  return CrossModalEncoder(specs=specs, width=model.width, num_heads=model.num_heads,
-                           num_layers=model.num_layers, mlp_dim=model.mlp_dim or None,
-                           output_dim=model.output_dim)
+  return CrossModalEncoder(
+    specs=specs,
+    width=model.width,
+    num_heads=model.num_heads,
+    num_layers=model.num_layers,
+    mlp_dim=model.mlp_dim or None,
+    output_dim=model.output_dim,
+  )
 
 
 def build_pretrainer(config: ml_collections.ConfigDict, content: Content) -> Pretrainer:
   """The Pretrainer of `config` (the `stage1` group) for these items."""
   batch_size = config.train.batch_size
   return Pretrainer(
-      module=build_encoder(config, content.specs),
-      optimizer=optimizer.make_optimizer(
-          config.optim, steps_per_epoch=math.ceil(content.num_items / batch_size),
-          num_epochs=config.train.epochs, path="config.stage1.optim"),
-      loss=dict(weights=config.loss.weights.to_dict(), mask_fraction=config.loss.mask_fraction,
-                temperature=config.loss.temperature),
-      num_items=content.num_items, batch_size=batch_size)
+    module=build_encoder(config, content.specs),
+    optimizer=optimizer.make_optimizer(
+      config.optim,
+      steps_per_epoch=math.ceil(content.num_items / batch_size),
+      num_epochs=config.train.epochs,
+      path="config.stage1.optim",
+    ),
+    loss=dict(
+      weights=config.loss.weights.to_dict(),
+      mask_fraction=config.loss.mask_fraction,
+      temperature=config.loss.temperature,
+    ),
+    num_items=content.num_items,
+    batch_size=batch_size,
+  )
 
 
 def _example(content: Content, batch_size: int) -> dict[str, ModalityInput]:
@@ -153,14 +171,18 @@ def _example(content: Content, batch_size: int) -> dict[str, ModalityInput]:
   return gather_batch(content.inputs, np.arange(rows), np.ones(rows, bool))
 
 
-def make_task(config: ml_collections.ConfigDict, content: Content,
-              pretrainer: Pretrainer) -> loop.Task:
+def make_task(
+  config: ml_collections.ConfigDict, content: Content, pretrainer: Pretrainer
+) -> loop.Task:
   """Stage 1 as the training loop runs it: epochs of pre-training, no evaluation."""
   example = _example(content, config.train.batch_size)
-  return loop.Task(name="stage 1",
-                   init_state=lambda key: pretrainer.init_state(key, example),
-                   train_epoch=pretrainer.make_train_epoch(),
-                   data=jax.device_put(content.inputs), examples_per_epoch=content.num_items)
+  return loop.Task(
+    name="stage 1",
+    init_state=lambda key: pretrainer.init_state(key, example),
+    train_epoch=pretrainer.make_train_epoch(),
+    data=jax.device_put(content.inputs),
+    examples_per_epoch=content.num_items,
+  )
 
 
 # ----------------------------------------------------------------------------- item features
@@ -187,12 +209,14 @@ def _pad_rows(spec: ModalitySpec, inp: ModalityInput, start: int, size: int) -> 
 
   present = np.ones(n, bool) if inp.present is None else inp.present
   mask = None if inp.mask is None else take(inp.mask, False)
-  return ModalityInput(values=take(values, -1 if spec.kind == "categorical" else 0),
-                       mask=mask, present=take(present, False))
+  return ModalityInput(
+    values=take(values, -1 if spec.kind == "categorical" else 0),
+    mask=mask,
+    present=take(present, False),
+  )
 
 
-def encode_items(params, module: CrossModalEncoder, inputs: Inputs,
-                 batch_size: int) -> np.ndarray:
+def encode_items(params, module: CrossModalEncoder, inputs: Inputs, batch_size: int) -> np.ndarray:
   """The CLS features of all N items: [N, output_dim] float32.
 
   Items go through in batches of exactly `batch_size` (the last padded with absent rows), so
@@ -224,14 +248,17 @@ def finished_output(directory: str, record: Mapping[str, Any]) -> str | None:
   with open(record_path) as f:
     saved = json.load(f)
   if saved.get("format", 1) != FORMAT_VERSION:
-    raise WorkdirError(f"{directory} holds stage-1 features of format {saved.get('format', 1)}, "
-                       "written by an earlier version of alignrec_jax, which this version "
-                       "does not reuse: use a new --workdir, or delete that folder")
+    raise WorkdirError(
+      f"{directory} holds stage-1 features of format {saved.get('format', 1)}, "
+      "written by an earlier version of alignrec_jax, which this version "
+      "does not reuse: use a new --workdir, or delete that folder"
+    )
   return path if saved.get("settings") == json.loads(json.dumps(record)) else None
 
 
-def restore_encoder(config: ml_collections.ConfigDict, content: Content, workdir: str, *,
-                    seed: int) -> tuple[dict, CrossModalEncoder]:
+def restore_encoder(
+  config: ml_collections.ConfigDict, content: Content, workdir: str, *, seed: int
+) -> tuple[dict, CrossModalEncoder]:
   """(params, encoder) of the last checkpoint of the finished stage-1 run in WORKDIR/stage1.
 
   `content` may have modalities removed (`content.drop_modality`): only the specs must match
@@ -239,21 +266,33 @@ def restore_encoder(config: ml_collections.ConfigDict, content: Content, workdir
   """
   pretrainer = build_pretrainer(config, content)
   example = _example(content, config.train.batch_size)
-  restored = loop.restore(lambda key: pretrainer.init_state(key, example),
-                          os.path.join(workdir, "stage1"))
+  restored = loop.restore(
+    lambda key: pretrainer.init_state(key, example), os.path.join(workdir, "stage1")
+  )
   if restored is None:
-    raise WorkdirError(f"no stage-1 checkpoint in {workdir}/stage1: run launch.pipeline with "
-                       "this config and workdir first")
+    raise WorkdirError(
+      f"no stage-1 checkpoint in {workdir}/stage1: run launch.pipeline with "
+      "this config and workdir first"
+    )
   state, meta = restored
   if meta["config"] != config.to_json() or meta["epoch"] != config.train.epochs - 1:
-    raise WorkdirError(f"the stage-1 checkpoint in {workdir}/stage1 is of other settings or an "
-                       f"unfinished run (epoch {meta['epoch']})")
+    raise WorkdirError(
+      f"the stage-1 checkpoint in {workdir}/stage1 is of other settings or an "
+      f"unfinished run (epoch {meta['epoch']})"
+    )
   return state.params, pretrainer.module
 
 
-def run_stage1(config: ml_collections.ConfigDict, folder: str, workdir: str, *,
-               num_items: int, seed: int, redo: bool = False,
-               content: Content | None = None) -> str:
+def run_stage1(
+  config: ml_collections.ConfigDict,
+  folder: str,
+  workdir: str,
+  *,
+  num_items: int,
+  seed: int,
+  redo: bool = False,
+  content: Content | None = None,
+) -> str:
   """Stage 1 end to end: content, pre-training, item features. Returns the feature file's path.
 
   Args:
@@ -283,30 +322,51 @@ def run_stage1(config: ml_collections.ConfigDict, folder: str, workdir: str, *,
     _discard_run(directory)
   if content is None:
     tick = time.perf_counter()
-    content = load_content(folder, config.data.modalities, num_items=num_items,
-                           text_max_tokens=config.data.text_max_tokens,
-                           vector_tokens=config.model.vector_tokens)
-    reporting.log(f"stage-1 content ({time.perf_counter() - tick:.1f} s): "
-                  f"{content.description}")
+    content = load_content(
+      folder,
+      config.data.modalities,
+      num_items=num_items,
+      text_max_tokens=config.data.text_max_tokens,
+      vector_tokens=config.model.vector_tokens,
+    )
+    reporting.log(f"stage-1 content ({time.perf_counter() - tick:.1f} s): {content.description}")
   tick = time.perf_counter()
   pretrainer = build_pretrainer(config, content)
   task = make_task(config, content, pretrainer)
   shapes = jax.eval_shape(task.init_state, jax.random.key(0)).params
-  reporting.log(f"stage-1 encoder: {_count(shapes):,} parameters, {config.model.num_layers} "
-                f"layers of width {config.model.width}, output {config.model.output_dim}-d; "
-                f"{num_items:,} items, {math.ceil(num_items / config.train.batch_size)} steps "
-                "an epoch")
-  state, summary = loop.train(task, directory, config_json=config.to_json(), seed=seed,
-                              max_epochs=config.train.epochs, same_config_to_resume=True)
-  features = encode_items(state.params, pretrainer.module, content.inputs,
-                          config.train.encode_batch_size)
+  reporting.log(
+    f"stage-1 encoder: {_count(shapes):,} parameters, {config.model.num_layers} "
+    f"layers of width {config.model.width}, output {config.model.output_dim}-d; "
+    f"{num_items:,} items, {math.ceil(num_items / config.train.batch_size)} steps "
+    "an epoch"
+  )
+  state, summary = loop.train(
+    task,
+    directory,
+    config_json=config.to_json(),
+    seed=seed,
+    max_epochs=config.train.epochs,
+    same_config_to_resume=True,
+  )
+  features = encode_items(
+    state.params, pretrainer.module, content.inputs, config.train.encode_batch_size
+  )
   if not np.all(np.isfinite(features)):
     raise loop.TrainingDiverged("stage 1 produced non-finite item features")
-  path = _write_output(directory, features, {"format": FORMAT_VERSION, "settings": record,
-                                             "final_terms": summary["final_terms"],
-                                             "shape": list(features.shape)})
-  reporting.log(f"stage 1: wrote {features.shape[0]:,} x {features.shape[1]} item features to "
-                f"{path} ({time.perf_counter() - tick:.1f} s)")
+  path = _write_output(
+    directory,
+    features,
+    {
+      "format": FORMAT_VERSION,
+      "settings": record,
+      "final_terms": summary["final_terms"],
+      "shape": list(features.shape),
+    },
+  )
+  reporting.log(
+    f"stage 1: wrote {features.shape[0]:,} x {features.shape[1]} item features to "
+    f"{path} ({time.perf_counter() - tick:.1f} s)"
+  )
   return path
 
 

@@ -33,11 +33,11 @@ from alignrec_jax.data.prepare import movielens
 from alignrec_jax.data.prepare.synthetic import prepare_synthetic
 from alignrec_jax.errors import ConfigError, check_fields
 from alignrec_jax.evaluation import (
-    EvalData,
-    evaluate,
-    make_eval_data,
-    restrict_heldout,
-    shortest_history_users,
+  EvalData,
+  evaluate,
+  make_eval_data,
+  restrict_heldout,
+  shortest_history_users,
 )
 from alignrec_jax.models import Graphs
 from alignrec_jax.objectives import stage2 as objectives
@@ -50,10 +50,19 @@ from alignrec_jax.training.epoch import make_epoch
 
 # Every field of the stage-2 groups (the model and optim groups check their own).
 FIELDS = {
-    "data": ("name", "path", "inter_file", "features", "normalize_features",
-             "synthetic_feature_dim", "seed", "cache_dir", "synthetic"),
-    "train": ("batch_size", "max_epochs", "patience", "select_metric", "checkpoint_every"),
-    "eval": ("ks", "chunk_size", "head_fraction", "short_history_fraction"),
+  "data": (
+    "name",
+    "path",
+    "inter_file",
+    "features",
+    "normalize_features",
+    "synthetic_feature_dim",
+    "seed",
+    "cache_dir",
+    "synthetic",
+  ),
+  "train": ("batch_size", "max_epochs", "patience", "select_metric", "checkpoint_every"),
+  "eval": ("ks", "chunk_size", "head_fraction", "short_history_fraction"),
 }
 
 
@@ -65,11 +74,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   optimizer.check_config(config.optim, path="config.optim")
   for field in ("batch_size", "max_epochs", "checkpoint_every"):
     if config.train[field] < 1:
-      raise ConfigError(f"config.train.{field}: expected a positive integer, got "
-                        f"{config.train[field]}")
+      raise ConfigError(
+        f"config.train.{field}: expected a positive integer, got {config.train[field]}"
+      )
   if config.model[config.model.name].embed_dim < 1:
-    raise ConfigError(f"config.model.{config.model.name}.embed_dim: expected a positive "
-                      f"integer, got {config.model[config.model.name].embed_dim}")
+    raise ConfigError(
+      f"config.model.{config.model.name}.embed_dim: expected a positive "
+      f"integer, got {config.model[config.model.name].embed_dim}"
+    )
 
 
 @jax.tree_util.register_dataclass
@@ -106,8 +118,9 @@ def dataset_folder(config: ml_collections.ConfigDict, workdir: str) -> str:
     cache = config.cache_dir or os.path.join(workdir, "data")
     return prepare_synthetic(os.path.join(cache, "synthetic"), **config.synthetic.to_dict())
   if not config.path:
-    raise ConfigError(f"config.data.path is empty for dataset {config.name!r}: point it at an "
-                      "MMRec-format folder")
+    raise ConfigError(
+      f"config.data.path is empty for dataset {config.name!r}: point it at an MMRec-format folder"
+    )
   if config.name == movielens.DATASET_NAME:
     return movielens.prepare_ml100k(config.path)
   return config.path
@@ -115,22 +128,29 @@ def dataset_folder(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def load_dataset(config: ml_collections.ConfigDict, workdir: str) -> Dataset:
   """The dataset named by `config.data` (see `dataset_folder`), with its feature files."""
-  return load_mmrec(dataset_folder(config, workdir), inter_file=config.inter_file or None,
-                    feature_files=tuple(config.features), name=config.name)
+  return load_mmrec(
+    dataset_folder(config, workdir),
+    inter_file=config.inter_file or None,
+    feature_files=tuple(config.features),
+    name=config.name,
+  )
 
 
-def item_features(config: ml_collections.ConfigDict, dataset: Dataset
-                  ) -> tuple[np.ndarray, str]:
+def item_features(config: ml_collections.ConfigDict, dataset: Dataset) -> tuple[np.ndarray, str]:
   """Stage-2 input F [I, D] and a description of how it was made, for the log."""
   if config.synthetic_feature_dim:
     if dataset.features:
-      raise ValueError("config.data.synthetic_feature_dim is set but the dataset has features "
-                       f"{list(dataset.features)}: use one or the other")
+      raise ValueError(
+        "config.data.synthetic_feature_dim is set but the dataset has features "
+        f"{list(dataset.features)}: use one or the other"
+      )
     feats = synthetic_features(dataset.num_items, config.synthetic_feature_dim, config.seed)
     return feats, f"synthetic Gaussian features ({config.synthetic_feature_dim}-d)"
   if not dataset.features:
-    raise ConfigError(f"dataset {dataset.name!r} has no feature files; set config.data.features "
-                      "or config.data.synthetic_feature_dim")
+    raise ConfigError(
+      f"dataset {dataset.name!r} has no feature files; set config.data.features "
+      "or config.data.synthetic_feature_dim"
+    )
   return combine_features(dataset.features, normalize=config.normalize_features)
 
 
@@ -143,8 +163,9 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
 
   start = time.perf_counter()
   kernel = default_kernel() if config.model.kernel == "auto" else config.model.kernel
-  ui_graph = graph_lib.user_item_graph(dataset.train, num_users=dataset.num_users,
-                                       num_items=dataset.num_items)
+  ui_graph = graph_lib.user_item_graph(
+    dataset.train, num_users=dataset.num_users, num_items=dataset.num_items
+  )
   graphs = Graphs(user_item=SparseOperator.from_graph(ui_graph, kernel=kernel))
   features, description = None, "none (ID-only model)"
   if objectives.model_spec(config.model).uses_content:
@@ -152,31 +173,49 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
     features, description = item_features(config.data, dataset)
     block = graph_lib.user_rows(ui_graph, num_users=dataset.num_users)
     knn = graph_lib.knn_graph(features, k=group.knn_k, include_self=group.knn_include_self)
-    graphs = Graphs(user_item=graphs.user_item,
-                    user_item_block=SparseOperator.from_graph(
-                        block, shape=(dataset.num_users, dataset.num_items), kernel=kernel),
-                    item_knn=SparseOperator.from_graph(knn, kernel=kernel))
+    graphs = Graphs(
+      user_item=graphs.user_item,
+      user_item_block=SparseOperator.from_graph(
+        block, shape=(dataset.num_users, dataset.num_items), kernel=kernel
+      ),
+      item_knn=SparseOperator.from_graph(knn, kernel=kernel),
+    )
     features = jnp.asarray(features)
   seconds["graphs"] = time.perf_counter() - start
 
   start = time.perf_counter()
   train_data = TrainData(
-      graphs=graphs, features=features,
-      train_users=jnp.asarray(dataset.train.users), train_items=jnp.asarray(dataset.train.items),
-      sampler=NegativeSampler.from_interactions(dataset.train, num_users=dataset.num_users))
+    graphs=graphs,
+    features=features,
+    train_users=jnp.asarray(dataset.train.users),
+    train_items=jnp.asarray(dataset.train.items),
+    sampler=NegativeSampler.from_interactions(dataset.train, num_users=dataset.num_users),
+  )
   # On device once, rather than copied from the host at every evaluation.
-  eval_data = jax.device_put(make_eval_data(dataset, chunk_size=config.eval.chunk_size,
-                                            head_fraction=config.eval.head_fraction))
+  eval_data = jax.device_put(
+    make_eval_data(
+      dataset, chunk_size=config.eval.chunk_size, head_fraction=config.eval.head_fraction
+    )
+  )
   short_eval_data = None
   if config.eval.short_history_fraction:
     users = shortest_history_users(dataset, config.eval.short_history_fraction)
-    short_eval_data = jax.device_put(make_eval_data(
-        restrict_heldout(dataset, users), chunk_size=config.eval.chunk_size,
-        head_fraction=config.eval.head_fraction))
+    short_eval_data = jax.device_put(
+      make_eval_data(
+        restrict_heldout(dataset, users),
+        chunk_size=config.eval.chunk_size,
+        head_fraction=config.eval.head_fraction,
+      )
+    )
   seconds["sampler_and_eval_data"] = time.perf_counter() - start
-  return Experiment(dataset=dataset, train_data=train_data, eval_data=eval_data,
-                    short_history_eval_data=short_eval_data, feature_description=description,
-                    setup_seconds=seconds)
+  return Experiment(
+    dataset=dataset,
+    train_data=train_data,
+    eval_data=eval_data,
+    short_history_eval_data=short_eval_data,
+    feature_description=description,
+    setup_seconds=seconds,
+  )
 
 
 # ----------------------------------------------------------------------------- the model's run
@@ -225,16 +264,21 @@ class Recommender:
     emb = self.module.apply({"params": params["net"]}, data.graphs, features)
     return self.objective(emb, features, batch)
 
-  def train_step(self, state: TrainState, data: TrainData, rows: jax.Array, real: jax.Array,
-                 key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+  def train_step(
+    self, state: TrainState, data: TrainData, rows: jax.Array, real: jax.Array, key: jax.Array
+  ) -> tuple[TrainState, dict[str, jax.Array]]:
     """The pure step on the training interactions `rows` [B] (`real` False on padding).
 
     The negatives are sampled on device from `key`. A pure function of its arguments, so it
     can be sharded.
     """
     users = data.train_users[rows]
-    batch = Batch(users=users, pos_items=data.train_items[rows],
-                  neg_items=data.sampler.sample(key, users), mask=real.astype(jnp.float32))
+    batch = Batch(
+      users=users,
+      pos_items=data.train_items[rows],
+      neg_items=data.sampler.sample(key, users),
+      mask=real.astype(jnp.float32),
+    )
     (loss, terms), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, data, batch)
     return state.apply_gradients(grads=grads), {"loss": loss, **terms}
 
@@ -247,8 +291,9 @@ class Recommender:
 
     @jax.jit
     def embed(params, data: TrainData):
-      emb = self.module.apply({"params": params["net"]}, data.graphs,
-                              params.get("features", data.features))
+      emb = self.module.apply(
+        {"params": params["net"]}, data.graphs, params.get("features", data.features)
+      )
       return emb.final()
 
     return embed
@@ -258,22 +303,30 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
   """The Recommender of `config` (its model, objective and optimiser) for the experiment."""
   dataset = exp.dataset
   spec = objectives.model_spec(config.model)
-  module, objective = objectives.build(config.model, num_users=dataset.num_users,
-                                       num_items=dataset.num_items,
-                                       batch_size=config.train.batch_size)
+  module, objective = objectives.build(
+    config.model,
+    num_users=dataset.num_users,
+    num_items=dataset.num_items,
+    batch_size=config.train.batch_size,
+  )
   num_train = len(dataset.train)
   steps_per_epoch = math.ceil(num_train / config.train.batch_size)
   group = config.model[config.model.name]
   return Recommender(
-      module=module, objective=objective,
-      optimizer=optimizer.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
-                                         num_epochs=config.train.max_epochs),
-      trainable_features=spec.uses_content and group.trainable_features,
-      num_train=num_train, batch_size=config.train.batch_size)
+    module=module,
+    objective=objective,
+    optimizer=optimizer.make_optimizer(
+      config.optim, steps_per_epoch=steps_per_epoch, num_epochs=config.train.max_epochs
+    ),
+    trainable_features=spec.uses_content and group.trainable_features,
+    num_train=num_train,
+    batch_size=config.train.batch_size,
+  )
 
 
-def make_task(config: ml_collections.ConfigDict, exp: Experiment,
-              recommender: Recommender) -> loop.Task:
+def make_task(
+  config: ml_collections.ConfigDict, exp: Experiment, recommender: Recommender
+) -> loop.Task:
   """Stage 2 as the training loop runs it: the epoch, then full-ranking evaluation."""
   embed = recommender.make_embed()
   ks = tuple(config.eval.ks)
@@ -288,10 +341,13 @@ def make_task(config: ml_collections.ConfigDict, exp: Experiment,
     return results
 
   return loop.Task(
-      name="stage 2",
-      init_state=lambda key: recommender.init_state(key, exp.train_data),
-      train_epoch=recommender.make_train_epoch(), data=exp.train_data,
-      examples_per_epoch=recommender.num_train, evaluate=evaluate_params)
+    name="stage 2",
+    init_state=lambda key: recommender.init_state(key, exp.train_data),
+    train_epoch=recommender.make_train_epoch(),
+    data=exp.train_data,
+    examples_per_epoch=recommender.num_train,
+    evaluate=evaluate_params,
+  )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -306,13 +362,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   exp = build_experiment(config, workdir)
   reporting.log(exp.dataset.summary())
   reporting.log(f"stage-2 features: {exp.feature_description}")
-  reporting.log("set-up seconds: " + ", ".join(f"{k} {v:.2f}"
-                                                for k, v in exp.setup_seconds.items()))
+  reporting.log(
+    "set-up seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in exp.setup_seconds.items())
+  )
   task = make_task(config, exp, build_recommender(config, exp))
-  _, summary = loop.train(task, workdir, config_json=config.to_json(), seed=config.seed,
-                          max_epochs=config.train.max_epochs,
-                          checkpoint_every=config.train.checkpoint_every,
-                          early_stopping=EarlyStopping(patience=config.train.patience,
-                                                       metric=config.train.select_metric),
-                          ks=tuple(config.eval.ks))
+  _, summary = loop.train(
+    task,
+    workdir,
+    config_json=config.to_json(),
+    seed=config.seed,
+    max_epochs=config.train.max_epochs,
+    checkpoint_every=config.train.checkpoint_every,
+    early_stopping=EarlyStopping(patience=config.train.patience, metric=config.train.select_metric),
+    ks=tuple(config.eval.ks),
+  )
   return summary

@@ -60,20 +60,20 @@ class SyntheticTruth:
   def choice_probabilities(self, users: np.ndarray) -> np.ndarray:
     """p(i | u) of the generator for the given users: [len(users), num_items] float64."""
     return _choice_probabilities(
-        self.user_factors[users],
-        self.item_factors,
-        self.popularity,
-        self.temperature,
-        self.popularity_mix,
+      self.user_factors[users],
+      self.item_factors,
+      self.popularity,
+      self.temperature,
+      self.popularity_mix,
     )
 
 
 def _choice_probabilities(
-    user_factors: np.ndarray,
-    item_factors: np.ndarray,
-    popularity: np.ndarray,
-    temperature: float,
-    popularity_mix: float,
+  user_factors: np.ndarray,
+  item_factors: np.ndarray,
+  popularity: np.ndarray,
+  temperature: float,
+  popularity_mix: float,
 ) -> np.ndarray:
   """[users, items] mixture of the affinity softmax and the popularity distribution."""
   logits = user_factors @ item_factors.T / temperature
@@ -84,7 +84,7 @@ def _choice_probabilities(
 
 
 def _interaction_counts(
-    rng: np.random.Generator, num_users: int, mean: float, minimum: int, maximum: int
+  rng: np.random.Generator, num_users: int, mean: float, minimum: int, maximum: int
 ) -> np.ndarray:
   """Per-user interaction counts: minimum + a lognormal excess with the requested mean."""
   sigma = 0.8
@@ -95,10 +95,10 @@ def _interaction_counts(
 
 
 def _sample_items(
-    rng: np.random.Generator,
-    truth: SyntheticTruth,
-    counts: np.ndarray,
-    chunk: int = 1024,
+  rng: np.random.Generator,
+  truth: SyntheticTruth,
+  counts: np.ndarray,
+  chunk: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Draws counts[u] distinct items per user from p(. | u); returns flat (users, items) [n]."""
   users_out, items_out = [], []
@@ -139,7 +139,7 @@ def _affinity_log_normalizers(truth: SyntheticTruth, chunk: int = 1024) -> np.nd
 
 
 def _cover_all_items(
-    users: np.ndarray, items: np.ndarray, labels: np.ndarray, truth: SyntheticTruth
+  users: np.ndarray, items: np.ndarray, labels: np.ndarray, truth: SyntheticTruth
 ) -> None:
   """Edits (items, labels) in place so every item has a training interaction, where possible.
 
@@ -177,24 +177,24 @@ def _cover_all_items(
 
 
 def make_synthetic_with_truth(
-    *,
-    num_users: int = 2000,
-    num_items: int = 1000,
-    mean_user_interactions: float = 30.0,
-    min_user_interactions: int = 5,
-    modality_dims: Sequence[tuple[str, int]] = (("image_feat", 256), ("text_feat", 128)),
-    latent_dim: int = 16,
-    num_clusters: int = 20,
-    cluster_spread: float = 0.5,
-    user_noise: float = 0.5,
-    temperature: float = 0.25,
-    popularity_exponent: float = 1.0,
-    popularity_mix: float = 0.1,
-    nuisance_dim: int = 8,
-    nuisance_scale: float = 1.0,
-    feature_noise: float = 1.0,
-    seed: int = 0,
-    name: str = "synthetic",
+  *,
+  num_users: int = 2000,
+  num_items: int = 1000,
+  mean_user_interactions: float = 30.0,
+  min_user_interactions: int = 5,
+  modality_dims: Sequence[tuple[str, int]] = (("image_feat", 256), ("text_feat", 128)),
+  latent_dim: int = 16,
+  num_clusters: int = 20,
+  cluster_spread: float = 0.5,
+  user_noise: float = 0.5,
+  temperature: float = 0.25,
+  popularity_exponent: float = 1.0,
+  popularity_mix: float = 0.1,
+  nuisance_dim: int = 8,
+  nuisance_scale: float = 1.0,
+  feature_noise: float = 1.0,
+  seed: int = 0,
+  name: str = "synthetic",
 ) -> tuple[Dataset, SyntheticTruth]:
   """The built-in synthetic dataset and its hidden generative parameters. Deterministic.
 
@@ -226,8 +226,9 @@ def make_synthetic_with_truth(
   if num_users < 1 or num_clusters < 1 or latent_dim < 1:
     raise ValueError("num_users, num_clusters and latent_dim must be >= 1")
   if min_user_interactions < 3:
-    raise ValueError(f"min_user_interactions must be >= 3 (1 train, 1 valid, 1 test), got "
-                     f"{min_user_interactions}")
+    raise ValueError(
+      f"min_user_interactions must be >= 3 (1 train, 1 valid, 1 test), got {min_user_interactions}"
+    )
   if num_items < 2 * min_user_interactions:
     raise ValueError(f"num_items must be >= 2 * min_user_interactions, got {num_items}")
   if not mean_user_interactions > min_user_interactions:
@@ -241,22 +242,22 @@ def make_synthetic_with_truth(
   centres = rng.standard_normal((num_clusters, latent_dim)) / np.sqrt(latent_dim)
   item_clusters = rng.integers(num_clusters, size=num_items)
   item_factors = centres[item_clusters] + cluster_spread * rng.standard_normal(
-      (num_items, latent_dim)
+    (num_items, latent_dim)
   ) / np.sqrt(latent_dim)
   user_clusters = rng.integers(num_clusters, size=num_users)
   user_factors = centres[user_clusters] + user_noise * rng.standard_normal(
-      (num_users, latent_dim)
+    (num_users, latent_dim)
   ) / np.sqrt(latent_dim)
   # Power law over a random order, so popularity is independent of the latent clusters.
   popularity = np.empty(num_items)
   popularity[rng.permutation(num_items)] = np.arange(1, num_items + 1) ** -popularity_exponent
   popularity /= popularity.sum()
   truth = SyntheticTruth(
-      user_factors, item_factors, item_clusters, popularity, temperature, popularity_mix
+    user_factors, item_factors, item_clusters, popularity, temperature, popularity_mix
   )
 
   counts = _interaction_counts(
-      rng, num_users, mean_user_interactions, min_user_interactions, num_items // 2
+    rng, num_users, mean_user_interactions, min_user_interactions, num_items // 2
   )
   users, items = _sample_items(rng, truth, counts)
   labels = _split_labels(rng, users, num_users)
@@ -265,26 +266,28 @@ def make_synthetic_with_truth(
   features = {}
   for modality, dim in modality_dims:
     signal = item_factors @ rng.standard_normal((latent_dim, dim))
-    nuisance = rng.standard_normal((num_items, nuisance_dim)) @ rng.standard_normal(
-        (nuisance_dim, dim)
-    ) / np.sqrt(nuisance_dim)
+    nuisance = (
+      rng.standard_normal((num_items, nuisance_dim))
+      @ rng.standard_normal((nuisance_dim, dim))
+      / np.sqrt(nuisance_dim)
+    )
     noise = rng.standard_normal((num_items, dim))
-    features[modality] = (
-        signal + nuisance_scale * nuisance + feature_noise * noise
-    ).astype(np.float32)
+    features[modality] = (signal + nuisance_scale * nuisance + feature_noise * noise).astype(
+      np.float32
+    )
 
   splits = [
-      Interactions(users[labels == x].astype(np.int32), items[labels == x].astype(np.int32))
-      for x in range(3)
+    Interactions(users[labels == x].astype(np.int32), items[labels == x].astype(np.int32))
+    for x in range(3)
   ]
   dataset = Dataset(
-      name=name,
-      num_users=num_users,
-      num_items=num_items,
-      train=splits[0],
-      valid=splits[1],
-      test=splits[2],
-      features=features,
+    name=name,
+    num_users=num_users,
+    num_items=num_items,
+    train=splits[0],
+    valid=splits[1],
+    test=splits[2],
+    features=features,
   )
   return dataset, truth
 
@@ -320,8 +323,8 @@ def write_mmrec(dataset: Dataset, folder: str, *, inter_name: str | None = None)
     order = np.argsort(users, kind="stable")  # keeps each split's order within a user
     users, items, labels = users[order], items[order], labels[order]
   lines = [
-      f"{u}\t{i}\t1\t{x}"
-      for u, i, x in zip(users.tolist(), items.tolist(), labels.tolist(), strict=True)
+    f"{u}\t{i}\t1\t{x}"
+    for u, i, x in zip(users.tolist(), items.tolist(), labels.tolist(), strict=True)
   ]
   text = "userID\titemID\trating\tx_label\n" + "\n".join(lines) + "\n"
   files.atomic_write(inter_path, text.encode("ascii"))
@@ -338,7 +341,7 @@ def _generator_identity(kwargs: dict) -> dict:
   args["modality_dims"] = [[m, int(d)] for m, d in args["modality_dims"]]
   # A JSON round trip normalises tuples and numpy scalars the way the stored meta holds them.
   return json.loads(
-      json.dumps({"generator": _GENERATOR_NAME, "version": GENERATOR_VERSION, "kwargs": args})
+    json.dumps({"generator": _GENERATOR_NAME, "version": GENERATOR_VERSION, "kwargs": args})
   )
 
 
@@ -384,12 +387,12 @@ def prepare_synthetic(folder: str, **kwargs) -> str:
   meta["files"] = written
   meta["feature_files"] = written[1:]
   meta["stats"] = {
-      "users": dataset.num_users,
-      "items": dataset.num_items,
-      "train": len(dataset.train),
-      "valid": len(dataset.valid),
-      "test": len(dataset.test),
-      "seconds": round(time.perf_counter() - start, 3),
+    "users": dataset.num_users,
+    "items": dataset.num_items,
+    "train": len(dataset.train),
+    "valid": len(dataset.valid),
+    "test": len(dataset.test),
+    "seconds": round(time.perf_counter() - start, 3),
   }
   text = json.dumps(meta, indent=1) + "\n"
   files.atomic_write(meta_path, text)
