@@ -110,6 +110,36 @@ def restore(
     checkpointer.close()
 
 
+def _restore_or_start(
+  task: Task,
+  workdir: str,
+  checkpointer: Checkpointer,
+  state: TrainState,
+  *,
+  config_json: str,
+  early_stopping: EarlyStopping | None,
+  same_config_to_resume: bool,
+):
+  """(state, first epoch to run, stopped already, early stopping) of a fresh or resumed run."""
+  restored = checkpointer.restore_latest(state)
+  if restored is None:
+    return state, 0, False, early_stopping
+  state, meta = restored
+  if same_config_to_resume and meta["config"] != config_json:
+    raise WorkdirError(
+      f"{workdir} holds an unfinished {task.name} run with other settings; use "
+      "another workdir (or delete that one) to train with these"
+    )
+  stopped = meta.get("stopped", False)
+  if early_stopping is not None:
+    early_stopping = EarlyStopping.from_json(meta["early_stopping"])
+  reporting.log(
+    f"{task.name} resumed from the checkpoint of epoch {meta['epoch']} in {workdir}"
+    + ("; it had stopped early, nothing left to train" if stopped else "")
+  )
+  return state, meta["epoch"] + 1, stopped, early_stopping
+
+
 def train(
   task: Task,
   workdir: str,
@@ -145,37 +175,24 @@ def train(
     raise ValueError("early stopping needs an evaluation, and an evaluation early stopping")
   os.makedirs(workdir, exist_ok=True)
   init_key, root_key = jax.random.split(jax.random.key(seed))
-  state = task.init_state(init_key)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  start_epoch, stopped = 0, False
   try:
-    restored = checkpointer.restore_latest(state)
-  except BaseException:
-    checkpointer.close()
-    raise
-  if restored is not None:
-    state, meta = restored
-    if same_config_to_resume and meta["config"] != config_json:
-      checkpointer.close()
-      raise WorkdirError(
-        f"{workdir} holds an unfinished {task.name} run with other settings; "
-        "use another workdir (or delete that one) to train with these"
-      )
-    start_epoch, stopped = meta["epoch"] + 1, meta.get("stopped", False)
-    if early_stopping is not None:
-      early_stopping = EarlyStopping.from_json(meta["early_stopping"])
-    reporting.log(
-      f"{task.name} resumed from the checkpoint of epoch {meta['epoch']} in "
-      f"{workdir}" + ("; it had stopped early, nothing left to train" if stopped else "")
+    state, start_epoch, stopped, early_stopping = _restore_or_start(
+      task,
+      workdir,
+      checkpointer,
+      task.init_state(init_key),
+      config_json=config_json,
+      early_stopping=early_stopping,
+      same_config_to_resume=same_config_to_resume,
     )
-  last_epoch = start_epoch if stopped else max_epochs
-  if start_epoch < last_epoch and os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
-    os.remove(os.path.join(workdir, SUMMARY_FILE))  # no longer a finished run
-  metrics_log = reporting.MetricsLog(
-    os.path.join(workdir, reporting.METRICS_FILE), resume_from_epoch=start_epoch
-  )
-  epoch, terms = start_epoch - 1, {}
-  try:
+    last_epoch = start_epoch if stopped else max_epochs
+    if start_epoch < last_epoch and os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
+      os.remove(os.path.join(workdir, SUMMARY_FILE))  # no longer a finished run
+    metrics_log = reporting.MetricsLog(
+      os.path.join(workdir, reporting.METRICS_FILE), resume_from_epoch=start_epoch
+    )
+    epoch, terms = start_epoch - 1, {}
     for epoch in range(start_epoch, last_epoch):
       # The epoch donates the state's buffers: the previous checkpoint must be fully written
       # (saves are synchronous, so this is a guard should they become asynchronous).

@@ -11,6 +11,7 @@ from typing import Any
 
 from absl import logging
 
+from alignrec_jax import files
 from alignrec_jax.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
@@ -38,8 +39,8 @@ class MetricsLog:
           for line in f
           if line.strip() and json.loads(line).get("epoch", -1) < resume_from_epoch
         ]
-      with open(path, "w") as f:
-        f.writelines(kept)
+      # Atomically: a kill while the kept lines are rewritten must not lose them.
+      files.atomic_write(path, "".join(kept))
 
   def write(self, record: Mapping[str, Any]) -> None:
     with open(self.path, "a") as f:
