@@ -27,12 +27,24 @@ _REDO_STAGE1 = flags.DEFINE_bool(
   "redo_stage1", False, "Train stage 1 again even if its output is there."
 )
 
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+  "allow_config_change",
+  False,
+  "Resume a run in WORKDIR even though its saved config differs from this one in fields that "
+  "change what is computed (the differences are listed).",
+)
+
 
 def main(argv):
   del argv
   reporting.show_progress()
-  pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value, redo_stage1=_REDO_STAGE1.value)
+  pipeline.run_pipeline(
+    _CONFIG.value,
+    _WORKDIR.value,
+    redo_stage1=_REDO_STAGE1.value,
+    allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+  )
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main))
+  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)

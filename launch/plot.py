@@ -5,7 +5,7 @@ python -m launch.plot --workdir=runs/default        # writes runs/default/curves
 
 from absl import app, flags
 
-from alignrec_jax.training import plotting
+from alignrec_jax.training import plotting, reporting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "PNG path (default WORKDIR/curves.png).")
@@ -17,4 +17,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)

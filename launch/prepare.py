@@ -58,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main))
+  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)

@@ -37,4 +37,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(reporting.exit_on_user_error(main))
+  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)

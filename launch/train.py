@@ -19,12 +19,21 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and metrics go here.", required=True)
 
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+  "allow_config_change",
+  False,
+  "Resume a run in WORKDIR even though its saved config differs from this one in fields that "
+  "change what is computed (the differences are listed).",
+)
+
 
 def main(argv):
   del argv
   reporting.show_progress()
-  stage2.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  stage2.train_and_evaluate(
+    _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value
+  )
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main))
+  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)

@@ -62,7 +62,7 @@ def test_schedules_are_functions_of_the_step():
 @pytest.mark.parametrize(
   "field, value, message",
   [
-    ("lr", -1.0, "expected a positive learning rate"),
+    ("lr", -1.0, "expected a number > 0, got -1.0"),
     ("weight_decay", 0.1, "needs name 'adamw'"),
     ("warmup_epochs", 2, "no effect with schedule 'epoch_decay'"),
     ("name", "sgd", "'sgd' is not one of adam, adamw"),

@@ -147,7 +147,7 @@ def test_an_unfinished_run_with_other_settings_is_not_resumed(tmp_path):
   for name in (stage1.FEATURE_FILE, stage1.RECORD_FILE):
     os.remove(tmp_path / "stage1" / name)
   config.stage1.optim.lr = 3e-3
-  with pytest.raises(WorkdirError, match="unfinished stage 1 run with other settings"):
+  with pytest.raises(WorkdirError, match="holds a stage 1 run started with other settings"):
     stage1.run_stage1(config.stage1, folder, str(tmp_path), **kwargs)
   stage1.run_stage1(config.stage1, folder, str(tmp_path), redo=True, **kwargs)
 

@@ -94,7 +94,7 @@ def test_exit_on_user_error(capsys):
   assert wrapped(["ok"]) == "done"
   with pytest.raises(SystemExit) as exit_info:
     wrapped(["bad"])
-  assert exit_info.value.code == 1
+  assert exit_info.value.code == 2  # ConfigError.exit_code
   assert capsys.readouterr().err == "error: config.train.batch_size: must be >= 1\n"
   with pytest.raises(KeyError):  # not the user's fault: the traceback stays
     wrapped(["bug"])

@@ -89,6 +89,20 @@ def compare(
     missing: stage-1 modality names to remove in turn (default: each of them).
     knn_k: neighbours of the item-kNN in (a).
   """
+  with files.WorkdirLock(workdir):
+    return _compare(
+      config, workdir, missing_fraction=missing_fraction, missing=missing, knn_k=knn_k
+    )
+
+
+def _compare(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  missing_fraction: float,
+  missing: Sequence[str] | None,
+  knn_k: int,
+) -> dict[str, Any]:
   folder = stage2.dataset_folder(config.data, workdir)
   dataset = stage2.load_dataset(config.data, workdir)
   raw_files = [os.path.join(folder, f) for f in config.data.features]

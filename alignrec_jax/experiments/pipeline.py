@@ -48,18 +48,33 @@ def prepare_stage2_workdir(directory: str, features_path: str) -> None:
 
 
 def run_pipeline(
-  config: ml_collections.ConfigDict, workdir: str, *, redo_stage1: bool = False
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  redo_stage1: bool = False,
+  allow_config_change: bool = False,
 ) -> dict[str, Any]:
-  """Stage 1, then stage 2 on its features; returns stage 2's summary (see `runs.stage2`)."""
-  stage2.check_config(config)  # both stages' configs, before anything is trained
+  """Stage 1, then stage 2 on its features; returns stage 2's summary (see `runs.stage2`).
+
+  Both stages' configs are checked before any data is read; the pipeline holds WORKDIR's lock
+  (each stage also holds its own folder's).
+  """
+  stage2.check_config(config)
   stage1.check_config(config.stage1)
   folder = stage2.dataset_folder(config.data, workdir)
   num_items = load_mmrec(folder, inter_file=config.data.inter_file or None).num_items
-  features = stage1.run_stage1(
-    config.stage1, folder, workdir, num_items=num_items, seed=config.seed, redo=redo_stage1
-  )
-  second = config.copy_and_resolve_references()
-  second.data.features = (os.path.abspath(features),)
-  directory = os.path.join(workdir, "stage2")
-  prepare_stage2_workdir(directory, features)
-  return runs.stage2(second, directory)
+  with files.WorkdirLock(workdir):
+    features = stage1.run_stage1(
+      config.stage1,
+      folder,
+      workdir,
+      num_items=num_items,
+      seed=config.seed,
+      redo=redo_stage1,
+      allow_config_change=allow_config_change,
+    )
+    second = config.copy_and_resolve_references()
+    second.data.features = (os.path.abspath(features),)
+    directory = os.path.join(workdir, "stage2")
+    prepare_stage2_workdir(directory, features)
+    return runs.stage2(second, directory, allow_config_change=allow_config_change)

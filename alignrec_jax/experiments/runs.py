@@ -29,8 +29,11 @@ def finished(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] 
   return summary
 
 
-def stage2(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The summary of stage 2 with `config` in `workdir`: read back if finished, else trained."""
+def stage2(
+  config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+) -> dict[str, Any]:
+  """The summary of stage 2 with `config` in `workdir`: read back if finished, else trained
+  (`allow_config_change`: see `loop.train`)."""
   summary = finished(config, workdir)
   if summary is not None:
     splits = {
@@ -42,7 +45,7 @@ def stage2(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       + reporting.summary_table(splits, ks=tuple(config.eval.ks))
     )
     return summary
-  return stage2_lib.train_and_evaluate(config, workdir)
+  return stage2_lib.train_and_evaluate(config, workdir, allow_config_change=allow_config_change)
 
 
 def stage2_in_subprocess(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -249,6 +249,20 @@ def run_sweep(
     What WORKDIR/sweep.json holds: the inputs, grid, seeds, minutes and the table.
   """
   stage2.check_config(base)
+  with files.WorkdirLock(workdir):  # one sweep per folder; each run locks its own too
+    return _run_sweep(
+      base,
+      workdir,
+      inputs,
+      grid,
+      seeds,
+      parallel=parallel,
+      time_budget=time_budget,
+      max_new_runs=max_new_runs,
+    )
+
+
+def _run_sweep(base, workdir, inputs, grid, seeds, *, parallel, time_budget, max_new_runs):
   root = os.path.join(workdir, "runs")
   os.makedirs(root, exist_ok=True)
   grid_runs = make_runs(inputs, parse_grid(grid), seeds)

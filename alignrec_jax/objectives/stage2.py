@@ -17,7 +17,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from alignrec_jax.errors import ConfigError, check_fields
+from alignrec_jax.errors import (
+  BOOL,
+  NONNEGATIVE,
+  NONNEGATIVE_INT,
+  POSITIVE,
+  POSITIVE_INT,
+  ConfigError,
+  check_fields,
+  check_values,
+)
 from alignrec_jax.models.alignrec import AlignRec
 from alignrec_jax.models.common import Embeddings
 from alignrec_jax.models.lightgcn import LightGCN
@@ -177,12 +186,23 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# The value each field of a model group must hold (loss weights: >= 0, the temperature > 0).
+FIELD_RULES = {
+  "embed_dim": POSITIVE_INT,
+  "num_ui_layers": NONNEGATIVE_INT,
+  "num_knn_layers": NONNEGATIVE_INT,
+  "knn_k": POSITIVE_INT,
+  "knn_include_self": BOOL,
+  "trainable_features": BOOL,
+}
+
+
 def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   """The spec of `config.name` (the `config.model` group), its group checked field by field.
 
   Raises:
-    ConfigError: an unknown model, or a field of its group (or of the group's `loss`) that
-      nothing reads or that is missing.
+    ConfigError: an unknown model, a field of its group (or of the group's `loss`) that nothing
+      reads or that is missing, or a value out of range.
   """
   if config.name not in MODELS:
     raise ConfigError(
@@ -198,7 +218,14 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   group = config[config.name]
   path = f"config.model.{config.name}"
   check_fields(group, (*spec.module_fields(), *spec.content_fields, "loss"), path=path)
-  check_fields(group.loss, [f.name for f in dataclasses.fields(spec.loss)], path=f"{path}.loss")
+  loss_fields = [f.name for f in dataclasses.fields(spec.loss)]
+  check_fields(group.loss, loss_fields, path=f"{path}.loss")
+  check_values(group, {f: FIELD_RULES[f] for f in group if f != "loss"}, path=path)
+  check_values(
+    group.loss,
+    {f: POSITIVE if f == "temperature" else NONNEGATIVE for f in loss_fields},
+    path=f"{path}.loss",
+  )
   return spec
 
 

@@ -37,7 +37,7 @@ DEFAULT_BUCKETS = (16, 32, 64, 96, 128, 192, 256)
 MAX_LENGTH = 256  # sentence-transformers' max_seq_length for this model (tokenizer.json says 128)
 
 
-class WeightsError(ValueError):
+class WeightsError(AssetError, ValueError):
   """The checkpoint does not match the Flax model: unused tensors, missing or misshapen params."""
 
 
@@ -268,10 +268,10 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   """
   try:
     from safetensors.numpy import load_file  # the `text` extra, like tokenizers
-  except ImportError as e:
-    raise ImportError(
+  except ImportError:
+    raise AssetError(
       "the MiniLM text encoder needs the `safetensors` package: pip install -e '.[text]'"
-    ) from e
+    ) from None
   try:
     return load_file(os.fspath(path))
   except Exception as e:  # the package raises its own SafetensorsError, OSError or ValueError
@@ -294,10 +294,10 @@ def load_tokenizer(path: str | os.PathLike[str]):
   so the rest of the package works without it)."""
   try:
     import tokenizers
-  except ImportError as e:
-    raise ImportError(
+  except ImportError:
+    raise AssetError(
       "the MiniLM text encoder needs the `tokenizers` package: pip install -e '.[text]'"
-    ) from e
+    ) from None
   return tokenizers.Tokenizer.from_file(os.fspath(path))
 
 

@@ -10,16 +10,22 @@ The state is restored into an abstract target so optax states come back as the s
 
 Every checkpoint's metadata carries `FORMAT_VERSION`; a checkpoint of another format (written
 by an earlier version of this package, whose state had another layout) is refused with one
-clear error before its state is read.
+clear error before its state is read. A checkpoint that cannot be read (a file lost or cut
+short) is moved aside, whole, to CHECKPOINTS.unreadable/, with a warning, and the one before it
+is restored: a damaged newest checkpoint costs the epochs since the previous one, not the run.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from alignrec_jax.errors import WorkdirError
 
@@ -39,6 +45,9 @@ class Checkpointer:
         enable_async_checkpointing=False,
         preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
       ),
+      # Named up front, so that a fresh manager can read one item (the metadata, the arrays'
+      # shapes) without the other and without orbax's warnings about unknown items.
+      item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
     )
 
   def latest_epoch(self) -> int | None:
@@ -52,31 +61,82 @@ class Checkpointer:
       args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
     )
 
-  def restore_latest(self, target: Any) -> tuple[Any, dict[str, Any]] | None:
-    """(state shaped like `target`, meta) of the newest checkpoint, or None if there is none.
+  def restore_latest(
+    self, target: Any, check_meta: Callable[[dict[str, Any]], None] = None
+  ) -> tuple[Any, dict[str, Any]] | None:
+    """(state shaped like `target`, meta) of the newest readable checkpoint, or None.
+
+    Unreadable checkpoints are moved aside (see the module docstring).
+
+    Args:
+      target: a state (or its `jax.eval_shape`) with the structure to restore into.
+      check_meta: called with the checkpoint's metadata before its state is read; what it
+        raises propagates (e.g. a config that may not resume this checkpoint).
 
     Raises:
-      WorkdirError: the checkpoint is of another format version.
+      WorkdirError: the checkpoint is of another format version, or its arrays have other
+        shapes than `target`'s (another model size).
     """
-    epoch = self.latest_epoch()
-    if epoch is None:
-      return None
-    meta = self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    found = meta.get("format", 1) if isinstance(meta, dict) else 1
-    if found != FORMAT_VERSION:
+    for epoch in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        meta = self._manager.restore(
+          epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+        ).meta
+        found = meta.get("format", 1) if isinstance(meta, dict) else 1
+        if found != FORMAT_VERSION:
+          raise WorkdirError(
+            f"{self.directory} holds checkpoints of format {found}, written by an earlier "
+            f"version of alignrec_jax; this version writes format {FORMAT_VERSION} and cannot "
+            "resume them: use a new --workdir, or delete that folder to start over"
+          )
+        if check_meta is not None:
+          check_meta(meta)
+        self._check_shapes(epoch, target)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restored = self._manager.restore(
+          epoch,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+          ),
+        )
+        return restored.state, restored.meta
+      except WorkdirError:
+        raise
+      except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
+        aside = self._move_aside(epoch)
+        reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        logging.warning(
+          "the checkpoint of epoch %d in %s cannot be read (%s); moved to %s, trying the one "
+          "before it",
+          epoch,
+          self.directory,
+          reason,
+          aside,
+        )
+    return None
+
+  def _check_shapes(self, epoch: int, target: Any) -> None:
+    """WorkdirError if the saved arrays' shapes are not the target's (a damaged file is found
+    by the restore, not here)."""
+    saved = self._manager.item_metadata(epoch)["state"]
+    saved = getattr(saved, "tree", saved)
+    have = sorted(tuple(getattr(leaf, "shape", ()) or ()) for leaf in jax.tree.leaves(saved))
+    want = sorted(tuple(np.shape(leaf)) for leaf in jax.tree.leaves(target))
+    if have != want:
       raise WorkdirError(
-        f"{self.directory} holds checkpoints of format {found}, written by an earlier version "
-        f"of alignrec_jax; this version writes format {FORMAT_VERSION} and cannot resume "
-        "them: use a new --workdir, or delete that folder to start over"
+        f"the checkpoint of epoch {epoch} in {self.directory} holds arrays of other shapes than "
+        "this config makes (a changed model size or dataset?): use another --workdir"
       )
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = self._manager.restore(
-      epoch,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-      ),
+
+  def _move_aside(self, epoch: int) -> str:
+    """Moves the checkpoint folder of `epoch` out of orbax's sight; returns where it went."""
+    aside = os.path.join(
+      self.directory + ".unreadable", f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    return restored.state, restored.meta
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    os.replace(os.path.join(self.directory, str(epoch)), aside)
+    self._manager.reload()
+    return aside
 
   def wait(self) -> None:
     """Blocks until every started save is on disk (a no-op while saves are synchronous)."""

@@ -3,11 +3,17 @@
 A stage hands the loop a `Task`: how to make its initial `TrainState`, its jitted epoch
 (`epoch.make_epoch`) with the data that epoch reads, and optionally an evaluation. The loop
 
-  * restores the newest checkpoint of WORKDIR/checkpoints (refusing one of another format) or
-    starts from the task's initial state; the epoch's key is fold_in(seed key, epoch), so a
-    resumed run replays exactly the epochs an uninterrupted one would, and ends bit-identical;
+  * holds the workdir's lock (`files.WorkdirLock`): a second run on the same workdir stops at
+    once, naming the process that holds it;
+  * restores the newest readable checkpoint of WORKDIR/checkpoints (an unreadable one is moved
+    aside; one of another format is refused) or starts from the task's initial state. A
+    resumed run continues with the config it started with: a changed field that changes what
+    is computed stops it, naming the fields, unless `allow_config_change`. The epoch's key is
+    fold_in(seed key, epoch), so a resumed run replays exactly the epochs an uninterrupted one
+    would, and ends bit-identical;
   * runs epochs, stopping with `TrainingDiverged` on a NaN or Inf loss (the last good
-    checkpoint is kept);
+    checkpoint is kept) and warning when the loss grows a thousandfold; Ctrl-C or SIGTERM stops
+    it after the running epoch, checkpointed (`interrupt.py`);
   * evaluates after each epoch when the task can, with early stopping on validation;
   * checkpoints every `checkpoint_every` epochs, at the last one and when stopping early;
   * appends one JSON line per epoch to WORKDIR/metrics.jsonl and prints one console line;
@@ -30,10 +36,11 @@ import jax
 from flax.training.train_state import TrainState
 
 from alignrec_jax import files
-from alignrec_jax.errors import WorkdirError
+from alignrec_jax.errors import UserError, WorkdirError
 from alignrec_jax.training import reporting
 from alignrec_jax.training.checkpoint import FORMAT_VERSION, Checkpointer
 from alignrec_jax.training.early_stopping import EarlyStopping
+from alignrec_jax.training.interrupt import Interrupted, StopRequests
 
 SUMMARY_FILE = "summary.json"
 
@@ -42,8 +49,14 @@ SUMMARY_FILE = "summary.json"
 Evaluate = Callable[[Any, Callable[[dict], bool]], dict[str, Any]]
 
 
-class TrainingDiverged(RuntimeError):
+# A warning when the loss grows by this factor over the run's first epoch (in this process).
+LOSS_GROWTH_WARNING = 1e3
+
+
+class TrainingDiverged(UserError):
   """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+  exit_code = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +70,10 @@ class Task:
     data: the pytree of arrays `train_epoch` reads.
     examples_per_epoch: examples an epoch goes through (for the examples/s on the console).
     evaluate: the evaluation after each epoch, or None (no early stopping then).
+    free_fields: config fields (dotted; a trailing "." covers a whole group) that a resumed run
+      may change: they do not change what the run computes (e.g. `train.max_epochs`).
+    path_fields: config fields holding paths, compared by file name only, so that a moved
+      workdir, dataset or clone still resumes.
   """
 
   name: str
@@ -65,6 +82,39 @@ class Task:
   data: Any
   examples_per_epoch: int
   evaluate: Evaluate | None = None
+  free_fields: tuple[str, ...] = ()
+  path_fields: tuple[str, ...] = ()
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    return {
+      k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()
+    }
+  return {prefix[:-1]: tree}
+
+
+def config_changes(task: Task, saved_json: str, config_json: str) -> list[str]:
+  """The fields, as "field: saved -> new", where `config_json` differs from the saved config in
+  a way that changes what the task computes (not its free fields; paths by file name)."""
+
+  def comparable(field: str, value: Any) -> Any:
+    if field not in task.path_fields:
+      return value
+    names = value if isinstance(value, list) else [value]
+    return [os.path.basename(os.path.normpath(str(v))) for v in names]
+
+  saved, new = _flatten(json.loads(saved_json)), _flatten(json.loads(config_json))
+  changes = []
+  for field in sorted(set(saved) | set(new)):
+    if field in task.free_fields or any(
+      f.endswith(".") and field.startswith(f) for f in task.free_fields
+    ):
+      continue
+    old_value, new_value = saved.get(field, "(absent)"), new.get(field, "(absent)")
+    if comparable(field, old_value) != comparable(field, new_value):
+      changes.append(f"{field}: {old_value!r} -> {new_value!r}")
+  return changes
 
 
 def finite_terms(
@@ -110,6 +160,23 @@ def restore(
     checkpointer.close()
 
 
+def _warn_on_growth(
+  stage: str, epoch: int, loss: float | None, first: tuple[int, float] | None
+) -> tuple[int, float] | None:
+  """Warns once when `loss` is LOSS_GROWTH_WARNING times the run's first; returns the first."""
+  if loss is None:
+    return first
+  if first is None:
+    return (epoch, loss)
+  if first[1] > 0 and loss > LOSS_GROWTH_WARNING * first[1]:
+    reporting.warn(
+      f"{stage}: the loss grew from {first[1]:.4g} (epoch {first[0]}) to "
+      f"{loss:.4g} (epoch {epoch}): is the learning rate too high?"
+    )
+    return (epoch, math.inf)  # warned: never again in this run
+  return first
+
+
 def _restore_or_start(
   task: Task,
   workdir: str,
@@ -118,18 +185,27 @@ def _restore_or_start(
   *,
   config_json: str,
   early_stopping: EarlyStopping | None,
-  same_config_to_resume: bool,
+  allow_config_change: bool,
 ):
   """(state, first epoch to run, stopped already, early stopping) of a fresh or resumed run."""
-  restored = checkpointer.restore_latest(state)
+  changes = []
+
+  def check_config(meta: dict[str, Any]) -> None:
+    changes[:] = config_changes(task, meta["config"], config_json)
+    if changes and not allow_config_change:
+      raise WorkdirError(
+        f"{workdir} holds a {task.name} run started with other settings; it resumes with the "
+        f"settings it started with, and these differ: {'; '.join(changes)}. Rerun with those "
+        "settings, use another --workdir, or pass --allow_config_change to go on with the new "
+        "ones"
+      )
+
+  restored = checkpointer.restore_latest(state, check_meta=check_config)
   if restored is None:
     return state, 0, False, early_stopping
   state, meta = restored
-  if same_config_to_resume and meta["config"] != config_json:
-    raise WorkdirError(
-      f"{workdir} holds an unfinished {task.name} run with other settings; use "
-      "another workdir (or delete that one) to train with these"
-    )
+  if changes:
+    reporting.warn(f"{task.name}: resuming with changed settings: {'; '.join(changes)}")
   stopped = meta.get("stopped", False)
   if early_stopping is not None:
     early_stopping = EarlyStopping.from_json(meta["early_stopping"])
@@ -149,7 +225,7 @@ def train(
   max_epochs: int,
   checkpoint_every: int = 1,
   early_stopping: EarlyStopping | None = None,
-  same_config_to_resume: bool = False,
+  allow_config_change: bool = False,
   ks: tuple[int, ...] = (),
 ) -> tuple[TrainState, dict[str, Any]]:
   """Runs (or resumes) the task in `workdir` until it stops early or reaches `max_epochs`.
@@ -163,7 +239,8 @@ def train(
     max_epochs: the epochs a run trains at most.
     checkpoint_every: save every this many epochs (and at the last one, and on stopping).
     early_stopping: the stopping rule (needs `task.evaluate`); None trains every epoch.
-    same_config_to_resume: refuse a checkpoint saved with another config.
+    allow_config_change: resume a run whose saved config differs in fields that change what is
+      computed (they are listed in a warning); otherwise that stops with WorkdirError.
     ks: the cutoffs of the final table.
 
   Returns:
@@ -173,8 +250,38 @@ def train(
   """
   if (early_stopping is None) != (task.evaluate is None):
     raise ValueError("early stopping needs an evaluation, and an evaluation early stopping")
-  os.makedirs(workdir, exist_ok=True)
   init_key, root_key = jax.random.split(jax.random.key(seed))
+  with files.WorkdirLock(workdir), StopRequests(task.name) as stop:
+    return _run(
+      task,
+      workdir,
+      stop,
+      init_key,
+      root_key,
+      config_json=config_json,
+      max_epochs=max_epochs,
+      checkpoint_every=checkpoint_every,
+      early_stopping=early_stopping,
+      allow_config_change=allow_config_change,
+      ks=ks,
+    )
+
+
+def _run(
+  task: Task,
+  workdir: str,
+  stop: StopRequests,
+  init_key: jax.Array,
+  root_key: jax.Array,
+  *,
+  config_json: str,
+  max_epochs: int,
+  checkpoint_every: int,
+  early_stopping: EarlyStopping | None,
+  allow_config_change: bool,
+  ks: tuple[int, ...],
+) -> tuple[TrainState, dict[str, Any]]:
+  """`train`'s body, run under the workdir's lock and with Ctrl-C caught."""
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     state, start_epoch, stopped, early_stopping = _restore_or_start(
@@ -184,7 +291,7 @@ def train(
       task.init_state(init_key),
       config_json=config_json,
       early_stopping=early_stopping,
-      same_config_to_resume=same_config_to_resume,
+      allow_config_change=allow_config_change,
     )
     last_epoch = start_epoch if stopped else max_epochs
     if start_epoch < last_epoch and os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
@@ -192,7 +299,7 @@ def train(
     metrics_log = reporting.MetricsLog(
       os.path.join(workdir, reporting.METRICS_FILE), resume_from_epoch=start_epoch
     )
-    epoch, terms = start_epoch - 1, {}
+    epoch, terms, first_loss = start_epoch - 1, {}, None
     for epoch in range(start_epoch, last_epoch):
       # The epoch donates the state's buffers: the previous checkpoint must be fully written
       # (saves are synchronous, so this is a guard should they become asynchronous).
@@ -201,6 +308,7 @@ def train(
       state, raw_terms = task.train_epoch(state, task.data, jax.random.fold_in(root_key, epoch))
       terms = finite_terms(raw_terms, stage=task.name, epoch=epoch, checkpointer=checkpointer)
       train_seconds = time.perf_counter() - tick
+      first_loss = _warn_on_growth(task.name, epoch, terms.get("loss"), first_loss)
       record: dict[str, Any] = {"epoch": epoch, **terms}
       results, eval_seconds = None, 0.0
       if task.evaluate is not None:
@@ -215,7 +323,8 @@ def train(
       # The record first: a kill between the two leaves a line past the last checkpoint, which
       # the resumed run drops and writes again, rather than a checkpoint without its line.
       metrics_log.write(record)
-      if stopped or (epoch + 1) % checkpoint_every == 0 or epoch + 1 == max_epochs:
+      due = (epoch + 1) % checkpoint_every == 0 or epoch + 1 == max_epochs
+      if stopped or due or stop.requested:
         meta = {"epoch": epoch, "stopped": stopped, "config": config_json}
         if early_stopping is not None:
           meta["early_stopping"] = early_stopping.to_json()
@@ -235,6 +344,11 @@ def train(
       )
       if stopped:
         break
+      if stop.requested and epoch + 1 < last_epoch:
+        raise Interrupted(
+          f"{task.name} stopped by {stop.requested} after epoch {epoch}, whose checkpoint is "
+          f"saved in {workdir}: run the same command again to resume"
+        )
   finally:
     checkpointer.wait()
     checkpointer.close()

@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from alignrec_jax.errors import ConfigError, check_fields
+from alignrec_jax.errors import (
+  NONNEGATIVE,
+  NONNEGATIVE_INT,
+  POSITIVE,
+  ConfigError,
+  check_fields,
+  check_values,
+  is_number,
+)
 
 FIELDS = (
   "name",
@@ -44,6 +52,22 @@ _READS = {"epoch_decay": ("lr_decay",), "warmup_cosine": ("warmup_epochs",), "co
 def check_config(config: ml_collections.ConfigDict, *, path: str) -> None:
   """Raises ConfigError for an unknown or missing field, name or schedule, or a bad value."""
   check_fields(config, FIELDS, path=path)
+  unit = (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+  check_values(
+    config,
+    {
+      "lr": POSITIVE,
+      "lr_decay": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+      "lr_decay_epochs": POSITIVE,
+      "warmup_epochs": NONNEGATIVE_INT,
+      "b1": unit,
+      "b2": unit,
+      "eps": POSITIVE,
+      "weight_decay": NONNEGATIVE,
+      "clip_norm": NONNEGATIVE,
+    },
+    path=path,
+  )
   if config.name not in NAMES:
     raise ConfigError(f"{path}.name: {config.name!r} is not one of {', '.join(NAMES)}")
   if config.schedule not in SCHEDULES:
@@ -59,8 +83,6 @@ def check_config(config: ml_collections.ConfigDict, *, path: str) -> None:
         f"{path}.{field}: {config[field]} has no effect with schedule "
         f"{config.schedule!r} (leave it at {neutral})"
       )
-  if not config.lr > 0:
-    raise ConfigError(f"{path}.lr: expected a positive learning rate, got {config.lr}")
 
 
 def learning_rate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from alignrec_jax.errors import AssetError
 from alignrec_jax.training.reporting import read_metrics
 
 _SPLITS = ("valid", "test", "valid_short", "test_short")
@@ -25,8 +26,8 @@ def plot_run(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-  except ImportError as e:
-    raise ImportError("plotting needs matplotlib: pip install -e '.[plot]'") from e
+  except ImportError:
+    raise AssetError("plotting needs matplotlib: pip install -e '.[plot]'") from None
   records = read_metrics(workdir)
   epochs = [r["epoch"] for r in records]
   # Loss terms are every field but the epoch, the times and the metrics ("valid/recall@20");

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging as std_logging
 import os
@@ -12,35 +13,66 @@ from typing import Any
 from absl import logging
 
 from alignrec_jax import files
-from alignrec_jax.errors import UserError
+from alignrec_jax.errors import AssetError, ConfigError, DataError, UserError
 
 METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The per-epoch records of a run's metrics.jsonl, in epoch order."""
+  """The per-epoch records of a run's metrics.jsonl, in epoch order.
+
+  Raises:
+    DataError: the file is missing, holds no epoch yet, or has a line that is not JSON.
+  """
   path = os.path.join(workdir, METRICS_FILE)
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  if not os.path.exists(path):
+    raise DataError(f"{path}: not found; is {workdir} the workdir of a run?")
+  records = []
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for number, line in enumerate(f, start=1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except ValueError:
+          raise DataError(f"{path}: line {number} is not a JSON record") from None
   if not records:
-    raise ValueError(f"{path} holds no epochs yet")
+    raise DataError(f"{path} holds no epochs yet")
   return sorted(records, key=lambda r: r["epoch"])
 
 
 class MetricsLog:
-  """Appends one JSON object per line to `path`; a resumed run first drops lines it will redo."""
+  """Appends one JSON object per line to `path`; a resumed run first drops lines it will redo.
+
+  A damaged last line (a run killed, or a disk filled, while writing it) is dropped with a
+  warning: its epoch is redone, as it has no checkpoint. A damaged line before the last is an
+  error naming the file and line.
+  """
 
   def __init__(self, path: str, *, resume_from_epoch: int):
     self.path = path
-    if os.path.exists(path):
-      with open(path) as f:
-        kept = [
-          line
-          for line in f
-          if line.strip() and json.loads(line).get("epoch", -1) < resume_from_epoch
-        ]
-      # Atomically: a kill while the kept lines are rewritten must not lose them.
-      files.atomic_write(path, "".join(kept))
+    if not os.path.exists(path):
+      return
+    with open(path, encoding="utf-8", errors="replace") as f:
+      lines = [line for line in f.read().split("\n") if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+      try:
+        record = json.loads(line)
+      except ValueError:
+        if number < len(lines):
+          raise DataError(
+            f"{path}: line {number} is not a JSON record; move the file aside "
+            "to resume (the checkpoints are intact)"
+          ) from None
+        warn(
+          f"{path}: line {number} is cut short (the run was killed while writing it); it "
+          "is dropped and its epoch redone"
+        )
+        continue
+      if record.get("epoch", -1) < resume_from_epoch:
+        kept.append(line + "\n")
+    # Atomically: a kill while the kept lines are rewritten must not lose them.
+    files.atomic_write(path, "".join(kept))
 
   def write(self, record: Mapping[str, Any]) -> None:
     with open(self.path, "a") as f:
@@ -99,6 +131,11 @@ def log(message: str) -> None:
   logging.info(message)
 
 
+def warn(message: str) -> None:
+  """Something the user should know that does not stop the run (absl logging at WARNING)."""
+  logging.warning(message)
+
+
 # This package's folder. Matched as a path prefix: a substring test would also pass every
 # library installed in a virtual environment inside a checkout named alignrec_jax (the README's
 # set-up), and orbax alone then writes about 2,000 lines in the main job.
@@ -120,17 +157,73 @@ def show_progress() -> None:
   logging.get_absl_handler().addFilter(OwnInfoOnly())
 
 
+TRACEBACK_ENV = "ALIGNREC_TRACEBACK"
+DISK_FULL_EXIT = 7
+
+
 def exit_on_user_error(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-  """Wraps a launcher's main: a `UserError` prints as plain lines and exits 1, no traceback."""
+  """Wraps a launcher's main: the user's errors print as plain lines, never a traceback.
+
+  A `UserError` prints its message and exits with its `exit_code`; a full disk exits 7, a
+  second Ctrl-C 130, each saying what to do. Other exceptions are bugs and keep their
+  traceback; ALIGNREC_TRACEBACK=1 shows one for the user's errors too (for bug reports).
+  """
+
+  def fail(message: str, code: int) -> None:
+    if os.environ.get(TRACEBACK_ENV):
+      raise  # the exception being handled, with its traceback
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
   def wrapped(argv):
     try:
       return main(argv)
     except UserError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
+      fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+      fail("interrupted; the last checkpoint is intact: run the same command again to resume", 130)
+    except Exception as e:
+      # orbax and tensorstore may wrap the system's error in their own types
+      if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
+        raise
+      where = getattr(e, "filename", None)
+      fail(
+        f"no space left on device{f' writing {where}' if where else ''}; the last "
+        "checkpoint is intact: free some space and run the same command again to resume",
+        DISK_FULL_EXIT,
+      )
 
   return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing for the launchers (`app.run(..., flags_parser=parse_flags)`): a bad
+  flag prints one line and exits 2, as a bad config field does.
+
+  absl reports most bad flags itself, but an override of a field the config does not have
+  (`--config.foo=1`) escapes it as an AttributeError with a traceback.
+  """
+  from absl import flags  # the launchers' parser; library code never reads flags
+
+  def fail(message: str) -> None:
+    print(f"error: {message} (--helpshort lists the flags)", file=sys.stderr, flush=True)
+    sys.exit(ConfigError.exit_code)
+
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))
+  except (AttributeError, KeyError) as e:
+    key = str(e).strip("\"'")
+    named = [
+      a.split("=")[0]
+      for a in argv[1:]
+      if a.startswith("--config.") and key in a.split("=")[0].split(".")
+    ]
+    fail(
+      f"{named[0] if named else '--config.' + key}: the config has no field {key!r} "
+      "(configs/default.py lists every field)"
+    )
 
 
 def plot_curves(workdir: str) -> None:
@@ -139,5 +232,5 @@ def plot_curves(workdir: str) -> None:
 
   try:
     log(f"training curves: {plotting.plot_run(workdir)}")
-  except ImportError as e:
+  except AssetError as e:  # matplotlib is an optional extra
     log(f"no training curves: {e}")

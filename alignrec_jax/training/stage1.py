@@ -36,7 +36,18 @@ from alignrec_jax.data.content import (
   load_content,
   parse_modalities,
 )
-from alignrec_jax.errors import ConfigError, WorkdirError, check_fields
+from alignrec_jax.errors import (
+  NONNEGATIVE,
+  NONNEGATIVE_INT,
+  OPEN_FRACTION,
+  POSITIVE,
+  POSITIVE_INT,
+  ConfigError,
+  WorkdirError,
+  check_fields,
+  check_values,
+  is_int,
+)
 from alignrec_jax.models.encoder import CrossModalEncoder
 from alignrec_jax.objectives.stage1 import DEFAULT_WEIGHTS, pretrain_loss
 from alignrec_jax.training import loop, optimizer, reporting
@@ -61,17 +72,47 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for group, fields in FIELDS.items():
     check_fields(config[group], fields, path=f"config.stage1.{group}")
   check_fields(config.loss.weights, DEFAULT_WEIGHTS, path="config.stage1.loss.weights")
-  optimizer.check_config(config.optim, path="config.stage1.optim")
+  check_values(
+    config.data,
+    {
+      "text_max_tokens": (
+        lambda v: is_int(v) and 3 <= v <= 512,
+        "an integer in 3..512 (MiniLM's positions)",
+      )
+    },
+    path="config.stage1.data",
+  )
+  check_values(
+    config.model,
+    {
+      "width": POSITIVE_INT,
+      "num_heads": POSITIVE_INT,
+      "num_layers": NONNEGATIVE_INT,
+      "mlp_dim": NONNEGATIVE_INT,
+      "output_dim": POSITIVE_INT,
+      "vector_tokens": POSITIVE_INT,
+    },
+    path="config.stage1.model",
+  )
   if config.model.width % config.model.num_heads:
     raise ConfigError(
       f"config.stage1.model.width {config.model.width} is not divisible by "
       f"num_heads {config.model.num_heads}"
     )
-  for field in ("batch_size", "epochs", "encode_batch_size"):
-    if config.train[field] < 1:
-      raise ConfigError(
-        f"config.stage1.train.{field}: expected a positive integer, got {config.train[field]}"
-      )
+  check_values(
+    config.loss,
+    {"mask_fraction": OPEN_FRACTION, "temperature": POSITIVE},
+    path="config.stage1.loss",
+  )
+  check_values(
+    config.loss.weights,
+    dict.fromkeys(DEFAULT_WEIGHTS, NONNEGATIVE),
+    path="config.stage1.loss.weights",
+  )
+  check_values(
+    config.train, dict.fromkeys(FIELDS["train"], POSITIVE_INT), path="config.stage1.train"
+  )
+  optimizer.check_config(config.optim, path="config.stage1.optim")
   try:
     parse_modalities(config.data.modalities)
   except ValueError as e:
@@ -178,6 +219,7 @@ def make_task(
   example = _example(content, config.train.batch_size)
   return loop.Task(
     name="stage 1",
+    free_fields=("train.encode_batch_size",),  # used after training, by the encode pass
     init_state=lambda key: pretrainer.init_state(key, example),
     train_epoch=pretrainer.make_train_epoch(),
     data=jax.device_put(content.inputs),
@@ -292,6 +334,7 @@ def run_stage1(
   seed: int,
   redo: bool = False,
   content: Content | None = None,
+  allow_config_change: bool = False,
 ) -> str:
   """Stage 1 end to end: content, pre-training, item features. Returns the feature file's path.
 
@@ -305,21 +348,47 @@ def run_stage1(
       checkpoints of the earlier run are discarded).
     content: the inputs, if already loaded (e.g. with a modality removed); default: read them
       as `config` says.
+    allow_config_change: resume an unfinished run whose saved config differs (`loop.train`).
   """
   check_config(config)
   directory = os.path.join(workdir, "stage1")
-  os.makedirs(directory, exist_ok=True)
   record = settings_record(config, folder, seed)
   if content is not None:
     record["content"] = content.description
-  done = None if redo else finished_output(directory, record)
-  if done is not None:
-    reporting.log(f"stage 1: reusing {done} (same settings; pass --redo_stage1 to train again)")
-    return done
-  if redo or os.path.exists(os.path.join(directory, RECORD_FILE)):
-    # A finished run with other settings (or one the user wants redone): its checkpoints must
-    # not be resumed from. An unfinished run (no record yet) is resumed instead.
-    _discard_run(directory)
+  # Held from the reuse check to the output: no other run may discard or write this folder.
+  with files.WorkdirLock(directory):
+    done = None if redo else finished_output(directory, record)
+    if done is not None:
+      reporting.log(f"stage 1: reusing {done} (same settings; pass --redo_stage1 to train again)")
+      return done
+    if redo or os.path.exists(os.path.join(directory, RECORD_FILE)):
+      # A finished run with other settings (or one the user wants redone): its checkpoints must
+      # not be resumed from. An unfinished run (no record yet) is resumed instead.
+      _discard_run(directory)
+    return _train_and_encode(
+      config,
+      folder,
+      directory,
+      record,
+      num_items=num_items,
+      seed=seed,
+      content=content,
+      allow_config_change=allow_config_change,
+    )
+
+
+def _train_and_encode(
+  config: ml_collections.ConfigDict,
+  folder: str,
+  directory: str,
+  record: dict[str, Any],
+  *,
+  num_items: int,
+  seed: int,
+  content: Content | None,
+  allow_config_change: bool,
+) -> str:
+  """`run_stage1` past the reuse check: content, the training loop, the feature file."""
   if content is None:
     tick = time.perf_counter()
     content = load_content(
@@ -346,7 +415,7 @@ def run_stage1(
     config_json=config.to_json(),
     seed=seed,
     max_epochs=config.train.epochs,
-    same_config_to_resume=True,
+    allow_config_change=allow_config_change,
   )
   features = encode_items(
     state.params, pretrainer.module, content.inputs, config.train.encode_batch_size

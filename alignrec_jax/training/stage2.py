@@ -31,7 +31,18 @@ from alignrec_jax import graph as graph_lib
 from alignrec_jax.data import Dataset, combine_features, load_mmrec, synthetic_features
 from alignrec_jax.data.prepare import movielens
 from alignrec_jax.data.prepare.synthetic import prepare_synthetic
-from alignrec_jax.errors import ConfigError, check_fields
+from alignrec_jax.errors import (
+  BOOL,
+  NONNEGATIVE_INT,
+  OPEN_FRACTION,
+  POSITIVE_INT,
+  ConfigError,
+  check_fields,
+  check_value,
+  check_values,
+  is_int,
+  is_number,
+)
 from alignrec_jax.evaluation import (
   EvalData,
   evaluate,
@@ -39,10 +50,11 @@ from alignrec_jax.evaluation import (
   restrict_heldout,
   shortest_history_users,
 )
+from alignrec_jax.evaluation.ranking import METRICS
 from alignrec_jax.models import Graphs
 from alignrec_jax.objectives import stage2 as objectives
 from alignrec_jax.objectives.stage2 import Batch, Objective
-from alignrec_jax.propagation import SparseOperator, default_kernel
+from alignrec_jax.propagation import KERNELS, SparseOperator, default_kernel
 from alignrec_jax.sampling import NegativeSampler
 from alignrec_jax.training import loop, optimizer, reporting
 from alignrec_jax.training.early_stopping import EarlyStopping
@@ -67,21 +79,53 @@ FIELDS = {
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for a stage-2 field that nothing reads, is missing or is out of range."""
+  """Raises ConfigError for a stage-2 field that nothing reads, is missing or is out of range.
+
+  Runs before any data is read, so a bad value costs nothing but the message.
+  """
+  check_fields(config, ("seed", *FIELDS, "model", "optim", "stage1"), path="config")
+  check_value(config, "seed", is_int, "an integer", path="config")
   for group, fields in FIELDS.items():
     check_fields(config[group], fields, path=f"config.{group}")
+  check_values(
+    config.data,
+    {"normalize_features": BOOL, "synthetic_feature_dim": NONNEGATIVE_INT},
+    path="config.data",
+  )
+  check_value(
+    config.model,
+    "kernel",
+    lambda v: v in ("auto", *KERNELS),
+    f"one of auto, {', '.join(KERNELS)}",
+    path="config.model",
+  )
   objectives.model_spec(config.model)
   optimizer.check_config(config.optim, path="config.optim")
-  for field in ("batch_size", "max_epochs", "checkpoint_every"):
-    if config.train[field] < 1:
-      raise ConfigError(
-        f"config.train.{field}: expected a positive integer, got {config.train[field]}"
-      )
-  if config.model[config.model.name].embed_dim < 1:
-    raise ConfigError(
-      f"config.model.{config.model.name}.embed_dim: expected a positive "
-      f"integer, got {config.model[config.model.name].embed_dim}"
-    )
+  check_values(
+    config.eval,
+    {
+      "ks": (
+        lambda v: len(v) > 0 and all(is_int(k) and k >= 1 for k in v),
+        "a non-empty tuple of integers >= 1",
+      ),
+      "chunk_size": POSITIVE_INT,
+      "head_fraction": OPEN_FRACTION,
+      "short_history_fraction": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    },
+    path="config.eval",
+  )
+  metrics = [f"{m}@{k}" for m in METRICS for k in config.eval.ks]
+  check_values(
+    config.train,
+    {
+      "batch_size": POSITIVE_INT,
+      "max_epochs": POSITIVE_INT,
+      "patience": NONNEGATIVE_INT,
+      "checkpoint_every": POSITIVE_INT,
+      "select_metric": (lambda v: v in metrics, f"one of {', '.join(metrics)} (config.eval.ks)"),
+    },
+    path="config.train",
+  )
 
 
 @jax.tree_util.register_dataclass
@@ -342,6 +386,10 @@ def make_task(
 
   return loop.Task(
     name="stage 2",
+    # What a resumed run may change: the run's length and checkpoint cadence, the evaluation's
+    # chunking, and stage 1's group (not read here); paths compare by file name.
+    free_fields=("train.max_epochs", "train.checkpoint_every", "eval.chunk_size", "stage1."),
+    path_fields=("data.path", "data.cache_dir", "data.features"),
     init_state=lambda key: recommender.init_state(key, exp.train_data),
     train_epoch=recommender.make_train_epoch(),
     data=exp.train_data,
@@ -350,15 +398,24 @@ def make_task(
   )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+) -> dict[str, Any]:
   """Trains to early stopping (or max_epochs), resuming from `workdir` when it holds a run.
+
+  The config is checked before any data is read, and the workdir is made only once the data
+  has loaded, so a mistake leaves nothing behind.
+
+  Args:
+    config: the experiment config.
+    workdir: the run's folder.
+    allow_config_change: resume a run whose saved config differs (see `loop.train`).
 
   Returns:
     The loop's summary: {"best_epoch", "epochs_run", "valid": {...}, "test": {...}, ...} at the
     best validation epoch; also in WORKDIR/summary.json.
   """
   check_config(config)
-  os.makedirs(workdir, exist_ok=True)
   exp = build_experiment(config, workdir)
   reporting.log(exp.dataset.summary())
   reporting.log(f"stage-2 features: {exp.feature_description}")
@@ -374,6 +431,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     max_epochs=config.train.max_epochs,
     checkpoint_every=config.train.checkpoint_every,
     early_stopping=EarlyStopping(patience=config.train.patience, metric=config.train.select_metric),
+    allow_config_change=allow_config_change,
     ks=tuple(config.eval.ks),
   )
   return summary
