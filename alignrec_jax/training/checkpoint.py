@@ -138,6 +138,13 @@ class Checkpointer:
     self._manager.reload()
     return aside
 
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.wait()
+    self.close()
+
   def wait(self) -> None:
     """Blocks until every started save is on disk (a no-op while saves are synchronous)."""
     self._manager.wait_until_finished()

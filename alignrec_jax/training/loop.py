@@ -251,39 +251,12 @@ def train(
   if (early_stopping is None) != (task.evaluate is None):
     raise ValueError("early stopping needs an evaluation, and an evaluation early stopping")
   init_key, root_key = jax.random.split(jax.random.key(seed))
-  with files.WorkdirLock(workdir), StopRequests(task.name) as stop:
-    return _run(
-      task,
-      workdir,
-      stop,
-      init_key,
-      root_key,
-      config_json=config_json,
-      max_epochs=max_epochs,
-      checkpoint_every=checkpoint_every,
-      early_stopping=early_stopping,
-      allow_config_change=allow_config_change,
-      ks=ks,
-    )
-
-
-def _run(
-  task: Task,
-  workdir: str,
-  stop: StopRequests,
-  init_key: jax.Array,
-  root_key: jax.Array,
-  *,
-  config_json: str,
-  max_epochs: int,
-  checkpoint_every: int,
-  early_stopping: EarlyStopping | None,
-  allow_config_change: bool,
-  ks: tuple[int, ...],
-) -> tuple[TrainState, dict[str, Any]]:
-  """`train`'s body, run under the workdir's lock and with Ctrl-C caught."""
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
+  # Entered in order: the lock before orbax's manager, which tidies the checkpoint folder.
+  with (
+    files.WorkdirLock(workdir),
+    StopRequests(task.name) as stop,
+    Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer,
+  ):
     state, start_epoch, stopped, early_stopping = _restore_or_start(
       task,
       workdir,
@@ -349,9 +322,6 @@ def _run(
           f"{task.name} stopped by {stop.requested} after epoch {epoch}, whose checkpoint is "
           f"saved in {workdir}: run the same command again to resume"
         )
-  finally:
-    checkpointer.wait()
-    checkpointer.close()
 
   summary: dict[str, Any] = {
     "format": FORMAT_VERSION,

@@ -252,14 +252,9 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       )
     )
   seconds["sampler_and_eval_data"] = time.perf_counter() - start
-  return Experiment(
-    dataset=dataset,
-    train_data=train_data,
-    eval_data=eval_data,
-    short_history_eval_data=short_eval_data,
-    feature_description=description,
-    setup_seconds=seconds,
-  )
+  # In field order: dataset, train data, evaluation data (all users, short histories), the
+  # feature description and the set-up seconds.
+  return Experiment(dataset, train_data, eval_data, short_eval_data, description, seconds)
 
 
 # ----------------------------------------------------------------------------- the model's run
