@@ -9,6 +9,7 @@ workdir while it writes there, so two runs never write into one workdir.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from alignrec_jax.errors import AssetError, WorkdirError
@@ -33,29 +34,38 @@ def cache_dir(name: str) -> pathlib.Path:
   return base / name
 
 
-def atomic_write(
-  path: str | os.PathLike[str], content: bytes | str | Callable[[BinaryIO], object]
-) -> pathlib.Path:
-  """Writes `content` (bytes, UTF-8 text, or a function writing to a binary file) to `path`.
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+  """A binary file to write `path` through: it appears at `path`, complete, when the block ends.
 
-  The data goes to a temporary file in the same folder that is renamed over `path` once it is
-  complete; the temporary file is removed if writing fails.
+  The data goes to a temporary file in the same folder that is renamed over `path` once the
+  block has finished; if the block raises, the temporary file is removed and `path` is left as
+  it was.
   """
   path = pathlib.Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
-      if callable(content):
-        content(f)
-      else:
-        f.write(content.encode("utf-8") if isinstance(content, str) else content)
+      yield f
     os.chmod(tmp, 0o644)  # mkstemp makes it private; caches and data folders may be shared
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
-  return path
+
+
+def atomic_write(
+  path: str | os.PathLike[str], content: bytes | str | Callable[[BinaryIO], object]
+) -> pathlib.Path:
+  """Writes `content` (bytes, UTF-8 text, or a function writing to a binary file) to `path`
+  atomically (`atomic_open`)."""
+  with atomic_open(path) as f:
+    if callable(content):
+      content(f)
+    else:
+      f.write(content.encode("utf-8") if isinstance(content, str) else content)
+  return pathlib.Path(path)
 
 
 class WorkdirLock:

@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alignrec_jax.evaluation import evaluate
-from alignrec_jax.training import stage2
+from alignrec_jax.training import reporting, stage2
 from benchmarks import machine, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
@@ -27,6 +27,9 @@ _EPOCHS = flags.DEFINE_integer("timed_epochs", 3, "Epochs timed after the warm-u
 _EVALS = flags.DEFINE_integer("timed_evals", 5, "Evaluations timed after the warm-up one.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synthetic data).")
+_PROGRESS = flags.DEFINE_bool(
+  "progress", True, "Time the epoch with its progress callback, as training runs it."
+)
 
 
 def _timed(fn, *args):
@@ -38,7 +41,12 @@ def _timed(fn, *args):
 def main(argv):
   del argv
   config = _CONFIG.value
-  result = {"config": config.data.name, "model": config.model.name, **machine.describe()}
+  result = {
+    "config": config.data.name,
+    "model": config.model.name,
+    "progress": _PROGRESS.value,
+    **machine.describe(),
+  }
 
   start = time.perf_counter()
   exp = stage2.build_experiment(config, _WORKDIR.value)
@@ -59,7 +67,12 @@ def main(argv):
 
   recommender = stage2.build_recommender(config, exp)
   state = recommender.init_state(jax.random.key(0), exp.train_data)
-  epoch_fn = recommender.make_train_epoch()
+  progress = None
+  if _PROGRESS.value:
+    progress = reporting.EpochProgress(
+      "bench", steps=steps, examples_per_step=config.train.batch_size
+    )
+  epoch_fn = recommender.make_train_epoch(progress)
   key = jax.random.key(1)
   start = time.perf_counter()
   compiled = epoch_fn.lower(state, exp.train_data, key).compile()

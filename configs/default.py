@@ -85,6 +85,9 @@ def get_config() -> ml_collections.ConfigDict:
   # of many short runs on an accelerator use more, since writing the state costs more than an
   # epoch there. A resumed run replays the epochs after its checkpoint identically.
   config.train.checkpoint_every = 1
+  # Also write every number of each epoch's record to WORKDIR/tensorboard (tensorboardX, the
+  # `tensorboard` extra): `tensorboard --logdir=WORKDIR`.
+  config.train.tensorboard = False
 
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20, 50)
@@ -141,6 +144,6 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
   config.stage1.train = ml_collections.ConfigDict(
-    dict(batch_size=256, epochs=20, encode_batch_size=512)
+    dict(batch_size=256, epochs=20, encode_batch_size=512, tensorboard=False)
   )
   return config

@@ -302,8 +302,8 @@ def test_a_kill_anywhere_in_the_loop_resumes_bit_identical(tmp_path, monkeypatch
     if where == "in the epoch":
       make = stage2.Recommender.make_train_epoch
 
-      def make_killed(self):
-        epoch, calls = make(self), []
+      def make_killed(self, progress=None):
+        epoch, calls = make(self, progress), []
 
         def run(state, data, key):
           calls.append(key)

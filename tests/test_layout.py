@@ -2,7 +2,8 @@
 what it is for.
 
   errors, files, normalize  <-  text  <-  data  <-  graph, propagation, sampling  <-  models
-  <-  objectives, evaluation  <-  training  <-  experiments  <-  launch/ (outside the package)
+  <-  objectives, evaluation  <-  training  <-  experiments, serving  <-  launch/ (outside the
+  package)
 
 A module may import modules of its own layer or of layers below it, never above; imports inside
 functions count too (they are found by walking the whole syntax tree).
@@ -22,7 +23,7 @@ LAYERS = (
   ("models",),
   ("objectives", "evaluation"),
   ("training",),
-  ("experiments",),
+  ("experiments", "serving"),
 )
 LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))

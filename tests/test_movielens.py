@@ -438,7 +438,7 @@ def test_prepare_refuses_to_replace_a_foreign_folder(tmp_path):
   out = tmp_path / "mine"
   out.mkdir()
   (out / "notes.txt").write_text("keep me")
-  with pytest.raises(FileExistsError, match="not an ml100k folder"):
+  with pytest.raises(DataError, match="not an ml100k folder"):
     movielens.prepare_ml100k(out, cache_dir=cache, encoder=FakeEncoder())
   assert (out / "notes.txt").read_text() == "keep me"
   assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -186,7 +186,7 @@ def test_summary_exists_only_for_a_finished_run(tmp_path, monkeypatch):
 
   # Resumed for more epochs, the run is unfinished until it ends: killed during epoch 1, it
   # leaves no summary (the stale one is gone before training goes on).
-  def killed_epoch(self):
+  def killed_epoch(self, progress=None):
     def epoch(state, data, key):
       assert not (tmp_path / "summary.json").exists()
       raise KeyboardInterrupt

@@ -79,27 +79,7 @@ class Checkpointer:
     """
     for epoch in sorted(self._manager.all_steps(), reverse=True):
       try:
-        meta = self._manager.restore(
-          epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-        ).meta
-        found = meta.get("format", 1) if isinstance(meta, dict) else 1
-        if found != FORMAT_VERSION:
-          raise WorkdirError(
-            f"{self.directory} holds checkpoints of format {found}, written by an earlier "
-            f"version of alignrec_jax; this version writes format {FORMAT_VERSION} and cannot "
-            "resume them: use a new --workdir, or delete that folder to start over"
-          )
-        if check_meta is not None:
-          check_meta(meta)
-        self._check_shapes(epoch, target)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = self._manager.restore(
-          epoch,
-          args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-          ),
-        )
-        return restored.state, restored.meta
+        return self.read(epoch, target, check_meta=check_meta)
       except WorkdirError:
         raise
       except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
@@ -114,6 +94,56 @@ class Checkpointer:
           aside,
         )
     return None
+
+  def epochs(self) -> list[int]:
+    """The epochs of the checkpoints kept, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def read_meta(self, epoch: int) -> dict[str, Any]:
+    """The metadata saved with the checkpoint of `epoch` (its state is not read).
+
+    Raises:
+      WorkdirError: no such checkpoint.
+    """
+    if epoch not in self._manager.all_steps():
+      raise WorkdirError(
+        f"{self.directory} holds no checkpoint of epoch {epoch} (it keeps "
+        f"{self.epochs() or 'none'})"
+      )
+    return self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+  def read(
+    self, epoch: int, target: Any, check_meta: Callable[[dict[str, Any]], None] | None = None
+  ) -> tuple[Any, dict[str, Any]]:
+    """(state shaped like `target`, meta) of the checkpoint of `epoch`, read only.
+
+    `check_meta` (see `restore_latest`) sees the metadata before the state is read.
+
+    Raises:
+      WorkdirError: no such checkpoint, another format, or arrays of other shapes.
+    """
+    meta = self.read_meta(epoch)
+    self._check_format(meta)
+    if check_meta is not None:
+      check_meta(meta)
+    self._check_shapes(epoch, target)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = self._manager.restore(
+      epoch,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+      ),
+    )
+    return restored.state, restored.meta
+
+  def _check_format(self, meta: Any) -> None:
+    found = meta.get("format", 1) if isinstance(meta, dict) else 1
+    if found != FORMAT_VERSION:
+      raise WorkdirError(
+        f"{self.directory} holds checkpoints of format {found}, written by an earlier "
+        f"version of alignrec_jax; this version writes format {FORMAT_VERSION} and cannot "
+        "resume them: use a new --workdir, or delete that folder to start over"
+      )
 
   def _check_shapes(self, epoch: int, target: Any) -> None:
     """WorkdirError if the saved arrays' shapes are not the target's (a damaged file is found
@@ -137,6 +167,12 @@ class Checkpointer:
     os.replace(os.path.join(self.directory, str(epoch)), aside)
     self._manager.reload()
     return aside
+
+  def delete_after(self, epoch: int) -> None:
+    """Deletes the checkpoints of epochs after `epoch` (a resumed run redoes those epochs)."""
+    for step in self._manager.all_steps():
+      if step > epoch:
+        self._manager.delete(step)
 
   def __enter__(self) -> Checkpointer:
     return self

@@ -21,7 +21,13 @@ import jax.numpy as jnp
 Step = Callable[[Any, Any, jax.Array, jax.Array, jax.Array], tuple[Any, dict[str, jax.Array]]]
 
 
-def make_epoch(step: Step, *, num_examples: int, batch_size: int) -> Callable:
+def make_epoch(
+  step: Step,
+  *,
+  num_examples: int,
+  batch_size: int,
+  progress: Callable[[jax.Array], None] | None = None,
+) -> Callable:
   """A jitted `(state, data, key) -> (state, mean loss terms)` running one whole epoch.
 
   `data` holds every array the step reads (an argument, never closed over: closure constants
@@ -33,6 +39,8 @@ def make_epoch(step: Step, *, num_examples: int, batch_size: int) -> Callable:
     step: the pure per-batch step; `rows` index the examples, `real` is False on padding.
     num_examples: examples in one epoch (training interactions, or items).
     batch_size: rows per step.
+    progress: called on the host with each step's index as the step starts (a
+      `jax.debug.callback`, which carries no data back: the results are the same without it).
   """
   num_batches = math.ceil(num_examples / batch_size)
   padding = num_batches * batch_size - num_examples
@@ -46,9 +54,12 @@ def make_epoch(step: Step, *, num_examples: int, batch_size: int) -> Callable:
     keys = jax.vmap(functools.partial(jax.random.fold_in, step_key))(jnp.arange(num_batches))
 
     def body(state, xs):
-      return step(state, data, *xs)
+      index, *batch = xs
+      if progress is not None:
+        jax.debug.callback(progress, index)
+      return step(state, data, *batch)
 
-    state, terms = jax.lax.scan(body, state, (rows, real, keys))
+    state, terms = jax.lax.scan(body, state, (jnp.arange(num_batches), rows, real, keys))
     return state, jax.tree.map(jnp.mean, terms)
 
   return epoch

@@ -15,7 +15,9 @@ A stage hands the loop a `Task`: how to make its initial `TrainState`, its jitte
     checkpoint is kept) and warning when the loss grows a thousandfold; Ctrl-C or SIGTERM stops
     it after the running epoch, checkpointed (`interrupt.py`);
   * evaluates after each epoch when the task can, with early stopping on validation;
-  * checkpoints every `checkpoint_every` epochs, at the last one and when stopping early;
+  * checkpoints every `checkpoint_every` epochs, at the last one and when stopping early; with
+    evaluation, also the parameters of each new best validation epoch, in WORKDIR/
+    checkpoints_best (whatever `checkpoint_every` is; on a tie the earlier epoch stays);
   * appends one JSON line per epoch to WORKDIR/metrics.jsonl and prints one console line;
   * when the run is finished (stopped early or at `max_epochs`), writes WORKDIR/summary.json
     atomically (only a finished run has one; a resumed run removes the stale one first) and
@@ -24,6 +26,7 @@ A stage hands the loop a `Task`: how to make its initial `TrainState`, its jitte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -43,6 +46,7 @@ from alignrec_jax.training.early_stopping import EarlyStopping
 from alignrec_jax.training.interrupt import Interrupted, StopRequests
 
 SUMMARY_FILE = "summary.json"
+BEST_DIR = "checkpoints_best"  # the best validation epoch's parameters, {"params": ...}
 
 # evaluate(params, improves) -> {"valid": {...}, "test": {...}, ...}; `improves(results)` says
 # whether those results are a new best, for work only the best epoch needs.
@@ -74,6 +78,8 @@ class Task:
       may change: they do not change what the run computes (e.g. `train.max_epochs`).
     path_fields: config fields holding paths, compared by file name only, so that a moved
       workdir, dataset or clone still resumes.
+    progress: the progress lines of long epochs, which `train_epoch` calls (the loop marks
+      each epoch's start).
   """
 
   name: str
@@ -84,6 +90,7 @@ class Task:
   evaluate: Evaluate | None = None
   free_fields: tuple[str, ...] = ()
   path_fields: tuple[str, ...] = ()
+  progress: reporting.EpochProgress | None = None
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -177,6 +184,14 @@ def _warn_on_growth(
   return first
 
 
+def _best_keeper(workdir: str, early_stopping: EarlyStopping | None):
+  """The checkpointer of the best epoch's parameters (a context manager), for runs that
+  evaluate; else a no-op context giving None."""
+  if early_stopping is None:
+    return contextlib.nullcontext()
+  return Checkpointer(os.path.join(workdir, BEST_DIR), keep=1)
+
+
 def _restore_or_start(
   task: Task,
   workdir: str,
@@ -226,6 +241,7 @@ def train(
   checkpoint_every: int = 1,
   early_stopping: EarlyStopping | None = None,
   allow_config_change: bool = False,
+  tensorboard: bool = False,
   ks: tuple[int, ...] = (),
 ) -> tuple[TrainState, dict[str, Any]]:
   """Runs (or resumes) the task in `workdir` until it stops early or reaches `max_epochs`.
@@ -241,6 +257,7 @@ def train(
     early_stopping: the stopping rule (needs `task.evaluate`); None trains every epoch.
     allow_config_change: resume a run whose saved config differs in fields that change what is
       computed (they are listed in a warning); otherwise that stops with WorkdirError.
+    tensorboard: also write every number of each epoch's record to WORKDIR/tensorboard.
     ks: the cutoffs of the final table.
 
   Returns:
@@ -256,6 +273,8 @@ def train(
     files.WorkdirLock(workdir),
     StopRequests(task.name) as stop,
     Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer,
+    _best_keeper(workdir, early_stopping) as best_keeper,
+    reporting.TensorBoard(workdir) if tensorboard else contextlib.nullcontext() as board,
   ):
     state, start_epoch, stopped, early_stopping = _restore_or_start(
       task,
@@ -266,6 +285,8 @@ def train(
       early_stopping=early_stopping,
       allow_config_change=allow_config_change,
     )
+    if best_keeper is not None:
+      best_keeper.delete_after(start_epoch - 1)  # saved in epochs this run redoes
     last_epoch = start_epoch if stopped else max_epochs
     if start_epoch < last_epoch and os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
       os.remove(os.path.join(workdir, SUMMARY_FILE))  # no longer a finished run
@@ -277,6 +298,8 @@ def train(
       # The epoch donates the state's buffers: the previous checkpoint must be fully written
       # (saves are synchronous, so this is a guard should they become asynchronous).
       checkpointer.wait()
+      if task.progress is not None:
+        task.progress.start(epoch)
       tick = time.perf_counter()
       state, raw_terms = task.train_epoch(state, task.data, jax.random.fold_in(root_key, epoch))
       terms = finite_terms(raw_terms, stage=task.name, epoch=epoch, checkpointer=checkpointer)
@@ -290,12 +313,16 @@ def train(
         eval_seconds = time.perf_counter() - tick
         stopped = early_stopping.update(epoch, results)
         record.update(_flat(results))
+        if early_stopping.improved:
+          best_keeper.save(epoch, {"params": state.params}, {"epoch": epoch, "config": config_json})
       record["train_seconds"] = train_seconds
       if results is not None:
         record["eval_seconds"] = eval_seconds
       # The record first: a kill between the two leaves a line past the last checkpoint, which
       # the resumed run drops and writes again, rather than a checkpoint without its line.
       metrics_log.write(record)
+      if board is not None:
+        board.write(record)
       due = (epoch + 1) % checkpoint_every == 0 or epoch + 1 == max_epochs
       if stopped or due or stop.requested:
         meta = {"epoch": epoch, "stopped": stopped, "config": config_json}
@@ -331,6 +358,8 @@ def train(
   if early_stopping is not None:
     best = early_stopping.best_metrics
     summary.update(best_epoch=early_stopping.best_epoch, **best)
+    kept = os.path.join(workdir, BEST_DIR, str(early_stopping.best_epoch))
+    summary["best_checkpoint"] = kept if os.path.isdir(kept) else None
     if best:
       reporting.log(
         f"{task.name}: best validation {early_stopping.metric} at epoch "

@@ -7,6 +7,7 @@ import json
 import logging as std_logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -104,6 +105,74 @@ def epoch_line(
   if results is not None:
     line += f" eval {eval_seconds:.2f}s" + (" *" if improved else "")
   return line
+
+
+class EpochProgress:
+  """Progress lines while a long epoch runs: steps done, examples/s, time left.
+
+  Called on the host at the start of each step (`epoch.make_epoch(progress=...)`); prints once
+  the epoch has run `after` seconds and then at most every `every` seconds, so short epochs
+  print nothing but their end-of-epoch line.
+  """
+
+  def __init__(
+    self,
+    stage: str,
+    *,
+    steps: int,
+    examples_per_step: int,
+    after: float = 10.0,
+    every: float = 10.0,
+  ):
+    self.stage, self.steps, self.examples_per_step = stage, steps, examples_per_step
+    self.after, self.every = after, every
+    self._epoch, self._start, self._last = 0, time.perf_counter(), 0.0
+
+  def start(self, epoch: int) -> None:
+    """Marks the start of `epoch` (the loop calls it before each one)."""
+    self._epoch, self._start, self._last = epoch, time.perf_counter(), 0.0
+
+  def __call__(self, step) -> None:
+    done = int(step)  # steps finished before this one
+    elapsed = time.perf_counter() - self._start
+    if done == 0 or elapsed < self.after or elapsed - self._last < self.every:
+      return
+    self._last = elapsed
+    rate = done / elapsed
+    log(
+      f"{self.stage} epoch {self._epoch:4d}: step {done}/{self.steps}, "
+      f"{rate * self.examples_per_step:,.0f} examples/s, "
+      f"{(self.steps - done) / rate:.0f} s left"
+    )
+
+
+class TensorBoard:
+  """Every number of the metrics records as a TensorBoard scalar, under WORKDIR/tensorboard.
+
+  Through tensorboardX (no TensorFlow; the `tensorboard` extra). Tags are the records' keys
+  ("valid/recall@20"; tensorboardX shows "@" as "_"), steps the epochs.
+  """
+
+  def __init__(self, workdir: str):
+    try:
+      from tensorboardX import SummaryWriter
+    except ImportError:
+      raise AssetError(
+        "the tensorboard switch needs tensorboardX: pip install -e '.[tensorboard]'"
+      ) from None
+    self._writer = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    for tag, value in record.items():
+      if tag != "epoch" and isinstance(value, int | float):
+        self._writer.add_scalar(tag, value, record["epoch"])
+    self._writer.flush()
+
+  def __enter__(self) -> TensorBoard:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._writer.close()
 
 
 def summary_table(

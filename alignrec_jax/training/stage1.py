@@ -37,6 +37,7 @@ from alignrec_jax.data.content import (
   parse_modalities,
 )
 from alignrec_jax.errors import (
+  BOOL,
   NONNEGATIVE,
   NONNEGATIVE_INT,
   OPEN_FRACTION,
@@ -62,7 +63,7 @@ FIELDS = {
   "data": ("modalities", "text_max_tokens"),
   "model": ("width", "num_heads", "num_layers", "mlp_dim", "output_dim", "vector_tokens"),
   "loss": ("mask_fraction", "temperature", "weights"),
-  "train": ("batch_size", "epochs", "encode_batch_size"),
+  "train": ("batch_size", "epochs", "encode_batch_size", "tensorboard"),
 }
 
 
@@ -109,9 +110,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     dict.fromkeys(DEFAULT_WEIGHTS, NONNEGATIVE),
     path="config.stage1.loss.weights",
   )
-  check_values(
-    config.train, dict.fromkeys(FIELDS["train"], POSITIVE_INT), path="config.stage1.train"
-  )
+  counts = dict.fromkeys(("batch_size", "epochs", "encode_batch_size"), POSITIVE_INT)
+  check_values(config.train, {**counts, "tensorboard": BOOL}, path="config.stage1.train")
   optimizer.check_config(config.optim, path="config.stage1.optim")
   try:
     parse_modalities(config.data.modalities)
@@ -165,9 +165,11 @@ class Pretrainer:
     )(state.params)
     return state.apply_gradients(grads=grads), terms
 
-  def make_train_epoch(self):
+  def make_train_epoch(self, progress: reporting.EpochProgress | None = None):
     """The jitted, state-donating `(state, inputs, key) -> (state, mean terms)` of one epoch."""
-    return make_epoch(self.train_step, num_examples=self.num_items, batch_size=self.batch_size)
+    return make_epoch(
+      self.train_step, num_examples=self.num_items, batch_size=self.batch_size, progress=progress
+    )
 
 
 def build_encoder(
@@ -217,13 +219,20 @@ def make_task(
 ) -> loop.Task:
   """Stage 1 as the training loop runs it: epochs of pre-training, no evaluation."""
   example = _example(content, config.train.batch_size)
+  progress = reporting.EpochProgress(
+    "stage 1",
+    steps=math.ceil(content.num_items / pretrainer.batch_size),
+    examples_per_step=pretrainer.batch_size,
+  )
   return loop.Task(
     name="stage 1",
-    free_fields=("train.encode_batch_size",),  # used after training, by the encode pass
+    # The encode pass runs after training; the switch of TensorBoard changes nothing computed.
+    free_fields=("train.encode_batch_size", "train.tensorboard"),
     init_state=lambda key: pretrainer.init_state(key, example),
-    train_epoch=pretrainer.make_train_epoch(),
+    train_epoch=pretrainer.make_train_epoch(progress),
     data=jax.device_put(content.inputs),
     examples_per_epoch=content.num_items,
+    progress=progress,
   )
 
 
@@ -416,6 +425,7 @@ def _train_and_encode(
     seed=seed,
     max_epochs=config.train.epochs,
     allow_config_change=allow_config_change,
+    tensorboard=config.train.tensorboard,
   )
   features = encode_items(
     state.params, pretrainer.module, content.inputs, config.train.encode_batch_size

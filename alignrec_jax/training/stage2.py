@@ -73,7 +73,14 @@ FIELDS = {
     "cache_dir",
     "synthetic",
   ),
-  "train": ("batch_size", "max_epochs", "patience", "select_metric", "checkpoint_every"),
+  "train": (
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "select_metric",
+    "checkpoint_every",
+    "tensorboard",
+  ),
   "eval": ("ks", "chunk_size", "head_fraction", "short_history_fraction"),
 }
 
@@ -122,6 +129,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       "max_epochs": POSITIVE_INT,
       "patience": NONNEGATIVE_INT,
       "checkpoint_every": POSITIVE_INT,
+      "tensorboard": BOOL,
       "select_metric": (lambda v: v in metrics, f"one of {', '.join(metrics)} (config.eval.ks)"),
     },
     path="config.train",
@@ -321,9 +329,11 @@ class Recommender:
     (loss, terms), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, data, batch)
     return state.apply_gradients(grads=grads), {"loss": loss, **terms}
 
-  def make_train_epoch(self) -> Callable:
+  def make_train_epoch(self, progress: reporting.EpochProgress | None = None) -> Callable:
     """The jitted, state-donating `(state, data, key) -> (state, mean terms)` of one epoch."""
-    return make_epoch(self.train_step, num_examples=self.num_train, batch_size=self.batch_size)
+    return make_epoch(
+      self.train_step, num_examples=self.num_train, batch_size=self.batch_size, progress=progress
+    )
 
   def make_embed(self) -> Callable:
     """Jitted (params, data) -> (user [U, d], item [I, d]) final embeddings for scoring."""
@@ -369,6 +379,9 @@ def make_task(
   """Stage 2 as the training loop runs it: the epoch, then full-ranking evaluation."""
   embed = recommender.make_embed()
   ks = tuple(config.eval.ks)
+  progress = reporting.EpochProgress(
+    "stage 2", steps=recommender.steps_per_epoch, examples_per_step=recommender.batch_size
+  )
 
   def evaluate_params(params, improves: Callable[[dict], bool]) -> dict[str, Any]:
     embeddings = embed(params, exp.train_data)
@@ -383,13 +396,20 @@ def make_task(
     name="stage 2",
     # What a resumed run may change: the run's length and checkpoint cadence, the evaluation's
     # chunking, and stage 1's group (not read here); paths compare by file name.
-    free_fields=("train.max_epochs", "train.checkpoint_every", "eval.chunk_size", "stage1."),
+    free_fields=(
+      "train.max_epochs",
+      "train.checkpoint_every",
+      "train.tensorboard",
+      "eval.chunk_size",
+      "stage1.",
+    ),
     path_fields=("data.path", "data.cache_dir", "data.features"),
     init_state=lambda key: recommender.init_state(key, exp.train_data),
-    train_epoch=recommender.make_train_epoch(),
+    train_epoch=recommender.make_train_epoch(progress),
     data=exp.train_data,
     examples_per_epoch=recommender.num_train,
     evaluate=evaluate_params,
+    progress=progress,
   )
 
 
@@ -427,6 +447,7 @@ def train_and_evaluate(
     checkpoint_every=config.train.checkpoint_every,
     early_stopping=EarlyStopping(patience=config.train.patience, metric=config.train.select_metric),
     allow_config_change=allow_config_change,
+    tensorboard=config.train.tensorboard,
     ks=tuple(config.eval.ks),
   )
   return summary

