@@ -288,3 +288,19 @@ def test_the_epoch_calls_progress_once_a_step():
   total, _ = jax.block_until_ready(epoch(jnp.float32(0), data, jax.random.key(0)))
   assert sorted(seen) == [0, 1, 2] and float(total) == 45.0
   assert float(plain(jnp.float32(0), data, jax.random.key(0))[0]) == float(total)
+
+
+def test_every_model_of_the_registry_loads_and_recommends(tmp_path):
+  config = _config(max_epochs=1)
+  config.model.name = "lightgcn"
+  summary = stage2.train_and_evaluate(config, str(tmp_path))
+  run = load_run(str(tmp_path))
+  exp = stage2.build_experiment(run.config, str(tmp_path))
+  results = evaluate(
+    jnp.asarray(run.user_embeddings),
+    jnp.asarray(run.item_embeddings),
+    exp.eval_data,
+    ks=tuple(run.config.eval.ks),
+  )
+  assert results["test"] == summary["test"]
+  assert run.recommend([0], k=3)[0].shape == (1, 3)
