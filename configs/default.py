@@ -89,6 +89,10 @@ def get_config() -> ml_collections.ConfigDict:
   # `tensorboard` extra): `tensorboard --logdir=WORKDIR`.
   config.train.tensorboard = False
 
+  # Devices the epochs run on: each step's batch is split across them (train.batch_size is the
+  # global batch), parameters and data replicated; 0 takes every device (training/parallel.py).
+  config.parallel = ml_collections.ConfigDict(dict(num_devices=0))
+
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20, 50)
   config.eval.chunk_size = 256  # users scored at once (benchmarks/README.md: fastest on CPU)

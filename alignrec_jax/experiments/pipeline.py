@@ -19,6 +19,7 @@ from alignrec_jax import files
 from alignrec_jax.data import load_mmrec
 from alignrec_jax.experiments import runs
 from alignrec_jax.training import reporting, stage1, stage2
+from alignrec_jax.training.parallel import make_parallel
 
 _INPUT_DIGEST = "stage1_feat.sha256"
 
@@ -72,6 +73,7 @@ def run_pipeline(
       seed=config.seed,
       redo=redo_stage1,
       allow_config_change=allow_config_change,
+      parallel=make_parallel(config.parallel),
     )
     second = config.copy_and_resolve_references()
     second.data.features = (os.path.abspath(features),)

@@ -236,7 +236,8 @@ def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:
     shape = jax.eval_shape(recommender.init_state, jax.random.key(0), exp.train_data)
     target = {"params": shape.params} if use_best else shape
     state, _ = checkpointer.read(epoch, target)
-  params = state["params"] if use_best else state.params
+  # On the devices the data was set up on (the run's config.parallel; one here or many).
+  params = exp.parallel.replicate(state["params"] if use_best else state.params)
   users, items = (np.asarray(x) for x in recommender.make_embed()(params, exp.train_data))
   dataset = exp.dataset
   user_ids, item_ids = read_id_maps(

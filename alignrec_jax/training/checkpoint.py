@@ -33,6 +33,17 @@ from alignrec_jax.errors import WorkdirError
 FORMAT_VERSION = 2
 
 
+def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
+  """A restore target's leaf: its shape, dtype and sharding; a leaf without a sharding (from
+  `jax.eval_shape`) goes to this process's first device, whatever devices saved it."""
+  struct = ocp.utils.to_shape_dtype_struct(leaf)
+  if struct.sharding is None:
+    struct = jax.ShapeDtypeStruct(
+      struct.shape, struct.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    )
+  return struct
+
+
 class Checkpointer:
   """Saves (state, meta) under `directory/<epoch>`; keeps the newest `keep` checkpoints."""
 
@@ -127,7 +138,7 @@ class Checkpointer:
     if check_meta is not None:
       check_meta(meta)
     self._check_shapes(epoch, target)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = jax.tree.map(_abstract, target)
     restored = self._manager.restore(
       epoch,
       args=ocp.args.Composite(

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from alignrec_jax.training.parallel import Parallel
+
 # step(state, data, rows [B] int32, real [B] bool, key) -> (state, {term: scalar})
 Step = Callable[[Any, Any, jax.Array, jax.Array, jax.Array], tuple[Any, dict[str, jax.Array]]]
 
@@ -27,6 +29,7 @@ def make_epoch(
   num_examples: int,
   batch_size: int,
   progress: Callable[[jax.Array], None] | None = None,
+  parallel: Parallel | None = None,
 ) -> Callable:
   """A jitted `(state, data, key) -> (state, mean loss terms)` running one whole epoch.
 
@@ -41,6 +44,8 @@ def make_epoch(
     batch_size: rows per step.
     progress: called on the host with each step's index as the step starts (a
       `jax.debug.callback`, which carries no data back: the results are the same without it).
+    parallel: the devices: each step's batch rows are split across them (`parallel.py`);
+      the state and data come in replicated. None: one device.
   """
   num_batches = math.ceil(num_examples / batch_size)
   padding = num_batches * batch_size - num_examples
@@ -52,6 +57,8 @@ def make_epoch(
     rows = jnp.concatenate([order, jnp.zeros(padding, order.dtype)]).reshape(num_batches, -1)
     real = (jnp.arange(num_batches * batch_size) < num_examples).reshape(num_batches, -1)
     keys = jax.vmap(functools.partial(jax.random.fold_in, step_key))(jnp.arange(num_batches))
+    if parallel is not None:
+      rows, real = parallel.split_batches((rows, real))
 
     def body(state, xs):
       index, *batch = xs

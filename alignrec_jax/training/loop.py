@@ -44,6 +44,7 @@ from alignrec_jax.training import reporting
 from alignrec_jax.training.checkpoint import FORMAT_VERSION, Checkpointer
 from alignrec_jax.training.early_stopping import EarlyStopping
 from alignrec_jax.training.interrupt import Interrupted, StopRequests
+from alignrec_jax.training.parallel import is_primary
 
 SUMMARY_FILE = "summary.json"
 BEST_DIR = "checkpoints_best"  # the best validation epoch's parameters, {"params": ...}
@@ -268,13 +269,17 @@ def train(
   if (early_stopping is None) != (task.evaluate is None):
     raise ValueError("early stopping needs an evaluation, and an evaluation early stopping")
   init_key, root_key = jax.random.split(jax.random.key(seed))
-  # Entered in order: the lock before orbax's manager, which tidies the checkpoint folder.
+  # Only process 0 of a multi-host job writes records; every process takes part in
+  # checkpoints. Entered in order: the lock before orbax's manager, which tidies its folder.
+  primary = is_primary()
   with (
-    files.WorkdirLock(workdir),
+    files.WorkdirLock(workdir) if primary else contextlib.nullcontext(),
     StopRequests(task.name) as stop,
     Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer,
     _best_keeper(workdir, early_stopping) as best_keeper,
-    reporting.TensorBoard(workdir) if tensorboard else contextlib.nullcontext() as board,
+    reporting.TensorBoard(workdir)
+    if tensorboard and primary
+    else contextlib.nullcontext() as board,
   ):
     state, start_epoch, stopped, early_stopping = _restore_or_start(
       task,
@@ -288,10 +293,12 @@ def train(
     if best_keeper is not None:
       best_keeper.delete_after(start_epoch - 1)  # saved in epochs this run redoes
     last_epoch = start_epoch if stopped else max_epochs
-    if start_epoch < last_epoch and os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
-      os.remove(os.path.join(workdir, SUMMARY_FILE))  # no longer a finished run
-    metrics_log = reporting.MetricsLog(
-      os.path.join(workdir, reporting.METRICS_FILE), resume_from_epoch=start_epoch
+    summary_path = os.path.join(workdir, SUMMARY_FILE)
+    if primary and start_epoch < last_epoch and os.path.exists(summary_path):
+      os.remove(summary_path)  # no longer a finished run
+    metrics_path = os.path.join(workdir, reporting.METRICS_FILE)
+    metrics_log = (
+      reporting.MetricsLog(metrics_path, resume_from_epoch=start_epoch) if primary else None
     )
     epoch, terms, first_loss = start_epoch - 1, {}, None
     for epoch in range(start_epoch, last_epoch):
@@ -320,7 +327,8 @@ def train(
         record["eval_seconds"] = eval_seconds
       # The record first: a kill between the two leaves a line past the last checkpoint, which
       # the resumed run drops and writes again, rather than a checkpoint without its line.
-      metrics_log.write(record)
+      if metrics_log is not None:
+        metrics_log.write(record)
       if board is not None:
         board.write(record)
       due = (epoch + 1) % checkpoint_every == 0 or epoch + 1 == max_epochs
@@ -368,6 +376,7 @@ def train(
       )
   else:
     summary["final_terms"] = terms
-  files.atomic_write(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=1))
-  reporting.plot_curves(workdir)
+  if primary:
+    files.atomic_write(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=1))
+    reporting.plot_curves(workdir)
   return state, summary

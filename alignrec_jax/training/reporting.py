@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 from absl import logging
 
 from alignrec_jax import files
@@ -196,13 +197,15 @@ def summary_table(
 
 
 def log(message: str) -> None:
-  """Console progress (absl logging at INFO, shown by the launchers)."""
-  logging.info(message)
+  """Console progress (absl logging at INFO, shown by the launchers); process 0's only."""
+  if jax.process_index() == 0:
+    logging.info(message)
 
 
 def warn(message: str) -> None:
   """Something the user should know that does not stop the run (absl logging at WARNING)."""
-  logging.warning(message)
+  if jax.process_index() == 0:
+    logging.warning(message)
 
 
 # This package's folder. Matched as a path prefix: a substring test would also pass every

@@ -54,6 +54,7 @@ from alignrec_jax.objectives.stage1 import DEFAULT_WEIGHTS, pretrain_loss
 from alignrec_jax.training import loop, optimizer, reporting
 from alignrec_jax.training.checkpoint import FORMAT_VERSION
 from alignrec_jax.training.epoch import make_epoch
+from alignrec_jax.training.parallel import Parallel
 
 FEATURE_FILE = "stage1_feat.npy"
 RECORD_FILE = "stage1_feat.json"
@@ -139,7 +140,8 @@ class Pretrainer:
     optimizer: the optax chain of `config.stage1.optim`.
     loss: the `pretrain_loss` settings (weights, mask fraction, temperature).
     num_items: the items of an epoch.
-    batch_size: items per step.
+    batch_size: items per step (the global batch, split across `parallel`'s devices).
+    parallel: the devices.
   """
 
   module: CrossModalEncoder
@@ -147,13 +149,14 @@ class Pretrainer:
   loss: dict[str, Any]
   num_items: int
   batch_size: int
+  parallel: Parallel = Parallel(mesh=None)
 
   def init_state(self, key: jax.Array, example: Inputs) -> TrainState:
     """Fresh parameters (reconstruction heads included) and optimiser state."""
     # Under jit: eager initialisation dispatches every op separately and is many times slower.
     params = jax.jit(self.module.init)(key, example)["params"]
     state = TrainState.create(apply_fn=self.module.apply, params=params, tx=self.optimizer)
-    return state.replace(step=jnp.zeros((), jnp.int32))
+    return self.parallel.replicate(state.replace(step=jnp.zeros((), jnp.int32)))
 
   def train_step(
     self, state: TrainState, inputs: Inputs, rows: jax.Array, real: jax.Array, key: jax.Array
@@ -168,7 +171,11 @@ class Pretrainer:
   def make_train_epoch(self, progress: reporting.EpochProgress | None = None):
     """The jitted, state-donating `(state, inputs, key) -> (state, mean terms)` of one epoch."""
     return make_epoch(
-      self.train_step, num_examples=self.num_items, batch_size=self.batch_size, progress=progress
+      self.train_step,
+      num_examples=self.num_items,
+      batch_size=self.batch_size,
+      progress=progress,
+      parallel=self.parallel,
     )
 
 
@@ -186,7 +193,9 @@ def build_encoder(
   )
 
 
-def build_pretrainer(config: ml_collections.ConfigDict, content: Content) -> Pretrainer:
+def build_pretrainer(
+  config: ml_collections.ConfigDict, content: Content, parallel: Parallel | None = None
+) -> Pretrainer:
   """The Pretrainer of `config` (the `stage1` group) for these items."""
   batch_size = config.train.batch_size
   return Pretrainer(
@@ -204,6 +213,7 @@ def build_pretrainer(config: ml_collections.ConfigDict, content: Content) -> Pre
     ),
     num_items=content.num_items,
     batch_size=batch_size,
+    parallel=parallel or Parallel(mesh=None),
   )
 
 
@@ -230,7 +240,7 @@ def make_task(
     free_fields=("train.encode_batch_size", "train.tensorboard"),
     init_state=lambda key: pretrainer.init_state(key, example),
     train_epoch=pretrainer.make_train_epoch(progress),
-    data=jax.device_put(content.inputs),
+    data=pretrainer.parallel.replicate(content.inputs),
     examples_per_epoch=content.num_items,
     progress=progress,
   )
@@ -344,6 +354,7 @@ def run_stage1(
   redo: bool = False,
   content: Content | None = None,
   allow_config_change: bool = False,
+  parallel: Parallel | None = None,
 ) -> str:
   """Stage 1 end to end: content, pre-training, item features. Returns the feature file's path.
 
@@ -358,8 +369,15 @@ def run_stage1(
     content: the inputs, if already loaded (e.g. with a modality removed); default: read them
       as `config` says.
     allow_config_change: resume an unfinished run whose saved config differs (`loop.train`).
+    parallel: the devices (default: one).
   """
   check_config(config)
+  parallel = parallel or Parallel(mesh=None)
+  if config.train.batch_size % parallel.num_devices:
+    raise ConfigError(
+      f"config.stage1.train.batch_size {config.train.batch_size} does not split "
+      f"evenly across {parallel.num_devices} devices (config.parallel)"
+    )
   directory = os.path.join(workdir, "stage1")
   record = settings_record(config, folder, seed)
   if content is not None:
@@ -383,6 +401,7 @@ def run_stage1(
       seed=seed,
       content=content,
       allow_config_change=allow_config_change,
+      parallel=parallel,
     )
 
 
@@ -396,6 +415,7 @@ def _train_and_encode(
   seed: int,
   content: Content | None,
   allow_config_change: bool,
+  parallel: Parallel,
 ) -> str:
   """`run_stage1` past the reuse check: content, the training loop, the feature file."""
   if content is None:
@@ -409,7 +429,7 @@ def _train_and_encode(
     )
     reporting.log(f"stage-1 content ({time.perf_counter() - tick:.1f} s): {content.description}")
   tick = time.perf_counter()
-  pretrainer = build_pretrainer(config, content)
+  pretrainer = build_pretrainer(config, content, parallel)
   task = make_task(config, content, pretrainer)
   shapes = jax.eval_shape(task.init_state, jax.random.key(0)).params
   reporting.log(

@@ -57,8 +57,10 @@ from alignrec_jax.objectives.stage2 import Batch, Objective
 from alignrec_jax.propagation import KERNELS, SparseOperator, default_kernel
 from alignrec_jax.sampling import NegativeSampler
 from alignrec_jax.training import loop, optimizer, reporting
+from alignrec_jax.training import parallel as parallel_lib
 from alignrec_jax.training.early_stopping import EarlyStopping
 from alignrec_jax.training.epoch import make_epoch
+from alignrec_jax.training.parallel import Parallel, make_parallel
 
 # Every field of the stage-2 groups (the model and optim groups check their own).
 FIELDS = {
@@ -90,7 +92,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
   Runs before any data is read, so a bad value costs nothing but the message.
   """
-  check_fields(config, ("seed", *FIELDS, "model", "optim", "stage1"), path="config")
+  check_fields(config, ("seed", *FIELDS, "model", "optim", "parallel", "stage1"), path="config")
   check_value(config, "seed", is_int, "an integer", path="config")
   for group, fields in FIELDS.items():
     check_fields(config[group], fields, path=f"config.{group}")
@@ -108,6 +110,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   )
   objectives.model_spec(config.model)
   optimizer.check_config(config.optim, path="config.optim")
+  parallel_lib.check_config(
+    config.parallel, batch_size=config.train.batch_size, path="config.parallel"
+  )
   check_values(
     config.eval,
     {
@@ -157,6 +162,7 @@ class Experiment:
   short_history_eval_data: EvalData | None
   feature_description: str
   setup_seconds: dict[str, float]
+  parallel: Parallel  # the devices the arrays above are on
 
 
 def dataset_folder(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -209,6 +215,7 @@ def item_features(config: ml_collections.ConfigDict, dataset: Dataset) -> tuple[
 def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   """Loads the data and builds graphs, sampler and evaluation data, timing each part."""
   seconds = {}
+  parallel = make_parallel(config.parallel)
   start = time.perf_counter()
   dataset = load_dataset(config.data, workdir)
   seconds["load"] = time.perf_counter() - start
@@ -236,15 +243,17 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
   seconds["graphs"] = time.perf_counter() - start
 
   start = time.perf_counter()
-  train_data = TrainData(
-    graphs=graphs,
-    features=features,
-    train_users=jnp.asarray(dataset.train.users),
-    train_items=jnp.asarray(dataset.train.items),
-    sampler=NegativeSampler.from_interactions(dataset.train, num_users=dataset.num_users),
+  train_data = parallel.replicate(
+    TrainData(
+      graphs=graphs,
+      features=features,
+      train_users=jnp.asarray(dataset.train.users),
+      train_items=jnp.asarray(dataset.train.items),
+      sampler=NegativeSampler.from_interactions(dataset.train, num_users=dataset.num_users),
+    )
   )
   # On device once, rather than copied from the host at every evaluation.
-  eval_data = jax.device_put(
+  eval_data = parallel.replicate(
     make_eval_data(
       dataset, chunk_size=config.eval.chunk_size, head_fraction=config.eval.head_fraction
     )
@@ -252,7 +261,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
   short_eval_data = None
   if config.eval.short_history_fraction:
     users = shortest_history_users(dataset, config.eval.short_history_fraction)
-    short_eval_data = jax.device_put(
+    short_eval_data = parallel.replicate(
       make_eval_data(
         restrict_heldout(dataset, users),
         chunk_size=config.eval.chunk_size,
@@ -261,8 +270,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
     )
   seconds["sampler_and_eval_data"] = time.perf_counter() - start
   # In field order: dataset, train data, evaluation data (all users, short histories), the
-  # feature description and the set-up seconds.
-  return Experiment(dataset, train_data, eval_data, short_eval_data, description, seconds)
+  # feature description, the set-up seconds and the devices.
+  return Experiment(dataset, train_data, eval_data, short_eval_data, description, seconds, parallel)
 
 
 # ----------------------------------------------------------------------------- the model's run
@@ -278,7 +287,8 @@ class Recommender:
     optimizer: the optax chain of `config.optim`.
     trainable_features: F is a parameter (fine-tuned, the reference) rather than input data.
     num_train: training interactions: the examples of an epoch.
-    batch_size: interactions per step.
+    batch_size: interactions per step (the global batch, split across `parallel`'s devices).
+    parallel: the devices.
   """
 
   module: nn.Module
@@ -287,6 +297,7 @@ class Recommender:
   trainable_features: bool
   num_train: int
   batch_size: int
+  parallel: Parallel = Parallel(mesh=None)
 
   @property
   def steps_per_epoch(self) -> int:
@@ -304,7 +315,7 @@ class Recommender:
       # A copy: the epoch donates the state's buffers, and data.features must outlive them.
       params["features"] = jnp.array(data.features, copy=True)
     state = TrainState.create(apply_fn=self.module.apply, params=params, tx=self.optimizer)
-    return state.replace(step=jnp.zeros((), jnp.int32))
+    return self.parallel.replicate(state.replace(step=jnp.zeros((), jnp.int32)))
 
   def loss(self, params, data: TrainData, batch: Batch):
     features = params.get("features", data.features)
@@ -332,7 +343,11 @@ class Recommender:
   def make_train_epoch(self, progress: reporting.EpochProgress | None = None) -> Callable:
     """The jitted, state-donating `(state, data, key) -> (state, mean terms)` of one epoch."""
     return make_epoch(
-      self.train_step, num_examples=self.num_train, batch_size=self.batch_size, progress=progress
+      self.train_step,
+      num_examples=self.num_train,
+      batch_size=self.batch_size,
+      progress=progress,
+      parallel=self.parallel,
     )
 
   def make_embed(self) -> Callable:
@@ -370,6 +385,7 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
     trainable_features=spec.uses_content and group.trainable_features,
     num_train=num_train,
     batch_size=config.train.batch_size,
+    parallel=exp.parallel,
   )
 
 
@@ -394,13 +410,15 @@ def make_task(
 
   return loop.Task(
     name="stage 2",
-    # What a resumed run may change: the run's length and checkpoint cadence, the evaluation's
-    # chunking, and stage 1's group (not read here); paths compare by file name.
+    # What a resumed run may change: the run's length and checkpoint cadence, TensorBoard, the
+    # evaluation's chunking, the devices (equal to float rounding) and stage 1's group (not
+    # read here); paths compare by file name.
     free_fields=(
       "train.max_epochs",
       "train.checkpoint_every",
       "train.tensorboard",
       "eval.chunk_size",
+      "parallel.",
       "stage1.",
     ),
     path_fields=("data.path", "data.cache_dir", "data.features"),
