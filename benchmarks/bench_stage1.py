@@ -154,7 +154,7 @@ def _step_gflop(pretrainer, state, inputs) -> float:
   lowering's cost analysis came back without FLOPs (NaN in the H100 run of 2026-11-27).
   """
   step = jax.jit(pretrainer.train_step)
-  rows = jnp.arange(pretrainer.batch_size) % pretrainer.num_items
+  rows = jnp.arange(pretrainer.batch_size) % pretrainer.num_examples
   # Shapes only (no device placement), so that lowering for another platform is allowed.
   abstract = jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),

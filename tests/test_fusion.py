@@ -327,7 +327,7 @@ def test_training_decreases_loss_and_compiles_once(setup):
     module=module,
     optimizer=optax.adam(3e-3),
     loss=dict(mask_fraction=0.4, temperature=0.2),
-    num_items=12,
+    num_examples=12,
     batch_size=12,
   )
   state0 = pretrainer.init_state(jax.random.PRNGKey(0), inputs)

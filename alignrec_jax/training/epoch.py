@@ -70,3 +70,18 @@ def make_epoch(
     return state, jax.tree.map(jnp.mean, terms)
 
   return epoch
+
+
+class ScannedEpoch:
+  """A stage's trainer gets its epoch from this mixin: `make_epoch` of its `train_step`, over
+  its `num_examples` in batches of `batch_size`, on its `parallel` devices."""
+
+  def make_train_epoch(self, progress: Callable[[jax.Array], None] | None = None) -> Callable:
+    """The jitted, state-donating `(state, data, key) -> (state, mean terms)` of one epoch."""
+    return make_epoch(
+      self.train_step,
+      num_examples=self.num_examples,
+      batch_size=self.batch_size,
+      progress=progress,
+      parallel=self.parallel,
+    )

@@ -53,7 +53,7 @@ from alignrec_jax.models.encoder import CrossModalEncoder
 from alignrec_jax.objectives.stage1 import DEFAULT_WEIGHTS, pretrain_loss
 from alignrec_jax.training import loop, optimizer, reporting
 from alignrec_jax.training.checkpoint import FORMAT_VERSION
-from alignrec_jax.training.epoch import make_epoch
+from alignrec_jax.training.epoch import ScannedEpoch
 from alignrec_jax.training.parallel import Parallel
 
 FEATURE_FILE = "stage1_feat.npy"
@@ -132,14 +132,14 @@ def gather_batch(inputs: Inputs, rows: jax.Array, real: jax.Array) -> dict[str, 
 
 
 @dataclasses.dataclass(frozen=True)
-class Pretrainer:
+class Pretrainer(ScannedEpoch):
   """The stage-1 encoder ready to train on one item catalogue.
 
   Attributes:
     module: the encoder.
     optimizer: the optax chain of `config.stage1.optim`.
     loss: the `pretrain_loss` settings (weights, mask fraction, temperature).
-    num_items: the items of an epoch.
+    num_examples: the items of an epoch.
     batch_size: items per step (the global batch, split across `parallel`'s devices).
     parallel: the devices.
   """
@@ -147,7 +147,7 @@ class Pretrainer:
   module: CrossModalEncoder
   optimizer: optax.GradientTransformation
   loss: dict[str, Any]
-  num_items: int
+  num_examples: int
   batch_size: int
   parallel: Parallel = Parallel(mesh=None)
 
@@ -167,16 +167,6 @@ class Pretrainer:
       lambda p: pretrain_loss(p, self.module, batch, key, **self.loss), has_aux=True
     )(state.params)
     return state.apply_gradients(grads=grads), terms
-
-  def make_train_epoch(self, progress: reporting.EpochProgress | None = None):
-    """The jitted, state-donating `(state, inputs, key) -> (state, mean terms)` of one epoch."""
-    return make_epoch(
-      self.train_step,
-      num_examples=self.num_items,
-      batch_size=self.batch_size,
-      progress=progress,
-      parallel=self.parallel,
-    )
 
 
 def build_encoder(
@@ -211,7 +201,7 @@ def build_pretrainer(
       mask_fraction=config.loss.mask_fraction,
       temperature=config.loss.temperature,
     ),
-    num_items=content.num_items,
+    num_examples=content.num_items,
     batch_size=batch_size,
     parallel=parallel or Parallel(mesh=None),
   )

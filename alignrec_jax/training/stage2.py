@@ -59,7 +59,7 @@ from alignrec_jax.sampling import NegativeSampler
 from alignrec_jax.training import loop, optimizer, reporting
 from alignrec_jax.training import parallel as parallel_lib
 from alignrec_jax.training.early_stopping import EarlyStopping
-from alignrec_jax.training.epoch import make_epoch
+from alignrec_jax.training.epoch import ScannedEpoch
 from alignrec_jax.training.parallel import Parallel, make_parallel
 
 # Every field of the stage-2 groups (the model and optim groups check their own).
@@ -278,7 +278,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
 
 
 @dataclasses.dataclass(frozen=True)
-class Recommender:
+class Recommender(ScannedEpoch):
   """A stage-2 model ready to train on one experiment: module, objective, optimiser, epoch.
 
   Attributes:
@@ -286,7 +286,7 @@ class Recommender:
     objective: (emb, features, batch) -> (loss, terms), weights bound.
     optimizer: the optax chain of `config.optim`.
     trainable_features: F is a parameter (fine-tuned, the reference) rather than input data.
-    num_train: training interactions: the examples of an epoch.
+    num_examples: training interactions: the examples of an epoch.
     batch_size: interactions per step (the global batch, split across `parallel`'s devices).
     parallel: the devices.
   """
@@ -295,13 +295,13 @@ class Recommender:
   objective: Objective
   optimizer: optax.GradientTransformation
   trainable_features: bool
-  num_train: int
+  num_examples: int
   batch_size: int
   parallel: Parallel = Parallel(mesh=None)
 
   @property
   def steps_per_epoch(self) -> int:
-    return math.ceil(self.num_train / self.batch_size)
+    return math.ceil(self.num_examples / self.batch_size)
 
   def init_state(self, key: jax.Array, data: TrainData) -> TrainState:
     """Fresh parameters ({"net": ...}, plus {"features": F} when fine-tuned) and Adam state.
@@ -340,16 +340,6 @@ class Recommender:
     (loss, terms), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, data, batch)
     return state.apply_gradients(grads=grads), {"loss": loss, **terms}
 
-  def make_train_epoch(self, progress: reporting.EpochProgress | None = None) -> Callable:
-    """The jitted, state-donating `(state, data, key) -> (state, mean terms)` of one epoch."""
-    return make_epoch(
-      self.train_step,
-      num_examples=self.num_train,
-      batch_size=self.batch_size,
-      progress=progress,
-      parallel=self.parallel,
-    )
-
   def make_embed(self) -> Callable:
     """Jitted (params, data) -> (user [U, d], item [I, d]) final embeddings for scoring."""
 
@@ -383,7 +373,7 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
       config.optim, steps_per_epoch=steps_per_epoch, num_epochs=config.train.max_epochs
     ),
     trainable_features=spec.uses_content and group.trainable_features,
-    num_train=num_train,
+    num_examples=num_train,
     batch_size=config.train.batch_size,
     parallel=exp.parallel,
   )
@@ -425,7 +415,7 @@ def make_task(
     init_state=lambda key: recommender.init_state(key, exp.train_data),
     train_epoch=recommender.make_train_epoch(progress),
     data=exp.train_data,
-    examples_per_epoch=recommender.num_train,
+    examples_per_epoch=recommender.num_examples,
     evaluate=evaluate_params,
     progress=progress,
   )
