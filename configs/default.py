@@ -4,8 +4,9 @@ Every dataset config imports this and overrides a few fields. Select with
 `--config=configs/NAME.py`; override any field with e.g. `--config.optim.lr=5e-4`.
 
 Groups: `data`, `model` (the stage-2 model: `name` picks one of the per-model groups below, each
-holding that model's fields and its `loss` weights), `optim`, `train`, `eval`, and `stage1`
-with the same groups for the pre-training stage. A field that nothing reads is an error.
+holding that model's fields and its `loss` weights), `optim`, `train`, `eval`, `parallel`,
+`pipeline` (what `launch.pipeline` trains stage 2 on), and `stage1` with the same groups for the
+pre-training stage. A field that nothing reads is an error.
 """
 
 import ml_collections
@@ -101,6 +102,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (this fraction of them), computed at each new best validation epoch ("valid_short",
   # "test_short" in the summary). 0 switches it off.
   config.eval.short_history_fraction = 0.2
+
+  # launch.pipeline trains stage 2 on each candidate input and keeps the one with the best
+  # validation train.select_metric: "stage1" (stage 1's features), "raw" (data.features combined)
+  # or a stage-1 modality's paired raw file alone. `use` names one input to train and use instead.
+  config.pipeline = ml_collections.ConfigDict(dict(candidates=("stage1", "raw"), use="best"))
 
   # Stage 1 (launch/pipeline.py): the cross-modal encoder pre-trained on the items' content; its
   # CLS vectors become stage 2's feature file. Sized for a 2-core CPU; see the accelerator configs

@@ -14,5 +14,6 @@ def get_config():
   config.data.features = ("aligned_feat.npy",)
   # Its feature file stands in for stage 1's output; there is no raw content for a stage 1.
   config.stage1.data.modalities = ()
+  config.pipeline.candidates = ("raw",)
   config.train.max_epochs = 1000
   return config

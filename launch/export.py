@@ -1,9 +1,10 @@
 r"""Exports a trained stage-2 run: user and item embeddings, and every user's top-k items.
 
-  python -m launch.export --workdir=runs/ml100k/stage2 --k=50
+  python -m launch.export --workdir=runs/ml100k --k=50
   python -m launch.export --workdir=RUN --checkpoint=latest --exclude_valid --out=/tmp/recs
 
-Writes into --out (default WORKDIR/export) user_embeddings.npy, item_embeddings.npy, topk.tsv
+A pipeline's WORKDIR exports the stage-2 run it selected (WORKDIR/pipeline.json). Writes into
+--out (default: the run's folder/export) user_embeddings.npy, item_embeddings.npy, topk.tsv
 (and topk.parquet with pyarrow installed) and export.json; see alignrec_jax/serving/export.py.
 Ids are the dataset's own where its folder has id-mapping files (u_id_mapping.csv,
 i_id_mapping.csv), else the internal ones.
@@ -16,7 +17,9 @@ from absl import app, flags
 from alignrec_jax.serving import export, load_run
 from alignrec_jax.training import reporting
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's folder.", required=True)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "The trained run's folder, or a pipeline's.", required=True
+)
 _CHECKPOINT = flags.DEFINE_string(
   "checkpoint", "best", "best (the best validation epoch), latest, or an epoch."
 )
@@ -32,7 +35,7 @@ def main(argv):
   reporting.show_progress()
   checkpoint = _CHECKPOINT.value
   run = load_run(_WORKDIR.value, int(checkpoint) if checkpoint.isdigit() else checkpoint)
-  out = _OUT.value or os.path.join(_WORKDIR.value, "export")
+  out = _OUT.value or os.path.join(run.workdir, "export")
   record = export(run, out, k=_K.value, exclude_valid=_EXCLUDE_VALID.value)
   print(
     f"exported epoch {record['epoch']}: {record['users']:,} users x top-{record['k']} "

@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 
+from alignrec_jax.experiments import pipeline
 from alignrec_jax.training import stage1, stage2
 
 CONFIGS = sorted(
@@ -25,7 +26,18 @@ def test_config_loads_and_every_field_is_read(name):
   stage2.check_config(config)
   if config.stage1.data.modalities:  # synthetic-baby's feature file stands in for stage 1
     stage1.check_config(config.stage1)
-  assert set(config) == {"seed", "data", "model", "optim", "train", "eval", "parallel", "stage1"}
+  pipeline.check_config(config)
+  assert set(config) == {
+    "seed",
+    "data",
+    "model",
+    "optim",
+    "train",
+    "eval",
+    "parallel",
+    "pipeline",
+    "stage1",
+  }
 
 
 # Configs of the datasets in ../shared/data (the others generate or download theirs).

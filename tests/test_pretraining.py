@@ -176,10 +176,18 @@ def test_pipeline_runs_both_stages_then_reuses_stage1(tmp_path):
   assert "features: stage1_feat 12-d" in first.stderr
   summary = json.loads((tmp_path / "stage2" / "summary.json").read_text())
   assert summary["epochs_run"] == 2 and summary["test"]["recall@20"] > 0
+  # Stage 2 also ran on the raw concatenation, and the better of the two on validation is kept.
+  raw = json.loads((tmp_path / "stage2_raw" / "summary.json").read_text())
+  result = json.loads((tmp_path / "pipeline.json").read_text())
+  valid = {"stage1": summary["valid"]["recall@20"], "raw": raw["valid"]["recall@20"]}
+  assert result["selected"] == max(valid, key=valid.get)
+  assert result["margin"] == pytest.approx(abs(valid["stage1"] - valid["raw"]))
+  assert "pipeline: using stage 2 on" in first.stderr
   second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   assert "stage 1: reusing" in second.stderr
-  assert "has finished already (2 epochs)" in second.stderr
+  assert second.stderr.count("has finished already (2 epochs)") == 2
   assert "recall@20" in second.stderr  # the best epoch's table, read back
+  assert json.loads((tmp_path / "pipeline.json").read_text()) == result
 
 
 def test_stage2_starts_over_only_when_its_features_change(tmp_path):
@@ -194,4 +202,19 @@ def test_stage2_starts_over_only_when_its_features_change(tmp_path):
   assert (second / "metrics.jsonl").exists()
   np.save(features, np.zeros((3, 2), np.float32))
   pipeline.prepare_stage2_workdir(str(second), str(features))  # new contents: emptied
-  assert not (second / "metrics.jsonl").exists() and (second / "stage1_feat.sha256").exists()
+  assert not (second / "metrics.jsonl").exists() and (second / "features.sha256").exists()
+  # A folder from before raw inputs ran in the pipeline keeps its record's old name: kept.
+  (second / "features.sha256").rename(second / "stage1_feat.sha256")
+  (second / "metrics.jsonl").write_text("{}\n")
+  pipeline.prepare_stage2_workdir(str(second), str(features))
+  assert (second / "metrics.jsonl").exists()
+  # Several files (the raw inputs): any one of them changing starts the run over.
+  other = tmp_path / "g.npy"
+  np.save(other, np.ones((3, 1), np.float32))
+  pipeline.prepare_stage2_workdir(str(second), [str(features), str(other)])
+  (second / "metrics.jsonl").write_text("{}\n")
+  pipeline.prepare_stage2_workdir(str(second), [str(features), str(other)])
+  assert (second / "metrics.jsonl").exists()
+  np.save(other, np.zeros((3, 1), np.float32))
+  pipeline.prepare_stage2_workdir(str(second), [str(features), str(other)])
+  assert not (second / "metrics.jsonl").exists()

@@ -1,51 +1,171 @@
-"""Both stages in one call: stage 1's item features, then stage 2 trained on them.
+"""Both stages in one call, and a stage 2 that never loses to the raw features it could have had.
 
-WORKDIR/stage1 holds stage 1's run (`training.stage1.run_stage1`); WORKDIR/stage2 is an
-ordinary stage-2 run (`runs.stage2`) whose feature file is stage 1's output. Each stage resumes
-from its checkpoints (a finished one is read back); stage 2 starts over whenever its input
-features changed.
+Stage 1 (WORKDIR/stage1, `training.stage1.run_stage1`) writes item features; stage 2 is then
+trained on them and on each other candidate input of `config.pipeline.candidates` (the raw
+concatenation, a single modality: `sweep.feature_inputs`), and the run with the best validation
+`config.train.select_metric` is the pipeline's result. A small encoder trained from scratch on a
+few thousand items can lose information its raw inputs carry; the selection keeps users from
+paying for that (`config.pipeline.use` names one input to train and use instead).
+
+Folders: WORKDIR/stage2 is the run on stage 1's features, WORKDIR/stage2_<input> the run on
+each other input, each an ordinary `runs.stage2` run; WORKDIR/pipeline.json says which was
+selected, on what and by how much. Everything resumes from its checkpoints (a finished run is
+read back), and a stage-2 run starts over whenever its input features changed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
 
 from alignrec_jax import files
 from alignrec_jax.data import load_mmrec
-from alignrec_jax.experiments import runs
+from alignrec_jax.errors import ConfigError, check_fields
+from alignrec_jax.experiments import runs, sweep
 from alignrec_jax.training import reporting, stage1, stage2
-from alignrec_jax.training.parallel import make_parallel
+from alignrec_jax.training.parallel import is_primary, make_parallel
 
-_INPUT_DIGEST = "stage1_feat.sha256"
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+RESULT_FILE = "pipeline.json"
+_INPUT_DIGEST = "features.sha256"
+_OLD_INPUT_DIGEST = "stage1_feat.sha256"  # the name before raw inputs ran here too
 
 
-def prepare_stage2_workdir(directory: str, features_path: str) -> None:
-  """Empties `directory` when its run was trained on other features than `features_path`."""
-  digest = _sha256(features_path)
+def stage2_dir(workdir: str, input_name: str) -> str:
+  """The folder of stage 2 on `input_name`: WORKDIR/stage2 for stage 1's features."""
+  return os.path.join(workdir, "stage2" if input_name == "stage1" else f"stage2_{input_name}")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a bad `config.pipeline` group (before any data is read)."""
+  check_fields(config.pipeline, ("candidates", "use"), path="config.pipeline")
+  candidates = config.pipeline.candidates
+  if (
+    not isinstance(candidates, Sequence)
+    or isinstance(candidates, str)
+    or not candidates
+    or not all(isinstance(c, str) for c in candidates)
+    or len(set(candidates)) != len(candidates)
+  ):
+    raise ConfigError(
+      f"config.pipeline.candidates: expected a non-empty tuple of distinct input names "
+      f"(raw, stage1 or a stage-1 modality name), got {candidates!r}"
+    )
+  sweep.check_input_names(config, candidates, field="config.pipeline.candidates")
+  use = config.pipeline.use
+  if not isinstance(use, str):
+    raise ConfigError(f"config.pipeline.use: expected 'best' or an input name, got {use!r}")
+  if use != "best":
+    sweep.check_input_names(config, [use], field="config.pipeline.use")
+
+
+def inputs_to_train(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The candidates (`use` = "best"), or the one input `use` names."""
+  use = config.pipeline.use
+  return tuple(config.pipeline.candidates) if use == "best" else (use,)
+
+
+def _digest(paths: Sequence[str]) -> str:
+  """SHA-256 of one file's bytes; of the files' digests in order for several."""
+  digests = []
+  for path in paths:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    digests.append(digest.hexdigest())
+  if len(digests) == 1:
+    return digests[0]
+  return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def prepare_stage2_workdir(directory: str, features: str | Sequence[str]) -> None:
+  """Empties `directory` when its run was trained on other features than `features` (files)."""
+  digest = _digest([features] if isinstance(features, str) else features)
   record = os.path.join(directory, _INPUT_DIGEST)
   if os.path.exists(directory):
     previous = None
-    if os.path.exists(record):
-      with open(record) as f:
-        previous = f.read().strip()
+    for name in (_INPUT_DIGEST, _OLD_INPUT_DIGEST):
+      if os.path.exists(os.path.join(directory, name)):
+        with open(os.path.join(directory, name)) as f:
+          previous = f.read().strip()
+        break
     if previous != digest:
       reporting.log(f"stage 2: {directory} was trained on other features; starting it over")
       shutil.rmtree(directory)
   os.makedirs(directory, exist_ok=True)
   files.atomic_write(record, digest + "\n")
+
+
+def select(
+  summaries: Mapping[str, Mapping[str, Any]], *, metric: str, use: str = "best"
+) -> dict[str, Any]:
+  """Which input's stage 2 the pipeline keeps, and the numbers behind the choice.
+
+  Args:
+    summaries: input name -> its stage-2 summary, in candidate order.
+    metric: the validation metric that decides (the runs' `train.select_metric`).
+    use: "best", or the input chosen by the user.
+
+  Returns:
+    {"selected", "selected_by", "metric", "margin", "runner_up", "candidates"}: "margin" is
+    the selected run's validation `metric` minus the best other candidate's (None with one
+    candidate); ties go to the earlier candidate. "candidates" holds each run's validation and
+    test metrics at its best epoch and its folder's name.
+  """
+  names = list(summaries)
+  valid = {name: summaries[name]["valid"][metric] for name in names}
+  if use == "best":
+    selected = max(names, key=lambda n: (valid[n], -names.index(n)))
+  else:
+    selected = use
+  others = [n for n in names if n != selected]
+  runner_up = max(others, key=lambda n: (valid[n], -names.index(n))) if others else None
+  return {
+    "selected": selected,
+    "selected_by": f"valid {metric}" if use == "best" else "config.pipeline.use",
+    "metric": metric,
+    "margin": None if runner_up is None else valid[selected] - valid[runner_up],
+    "runner_up": runner_up,
+    "candidates": {
+      name: {
+        "workdir": os.path.basename(stage2_dir("", name)),
+        "best_epoch": summaries[name].get("best_epoch"),
+        "valid": summaries[name]["valid"],
+        "test": summaries[name]["test"],
+      }
+      for name in names
+    },
+  }
+
+
+def format_selection(result: Mapping[str, Any]) -> str:
+  """The candidates' metrics, one row each, the selected one marked, and the verdict."""
+  metric = result["metric"]
+  columns = [("valid", metric), ("test", "recall@20"), ("test", "ndcg@20")]
+  header = f"  {'input':<12}" + "".join(f"{split + ' ' + m:>18}" for split, m in columns)
+  lines = [header]
+  for name, row in result["candidates"].items():
+    cells = "".join(f"{row[split].get(m, float('nan')):>18.4f}" for split, m in columns)
+    mark = "  <- selected" if name == result["selected"] else ""
+    lines.append(f"  {name:<12}{cells}{mark}")
+  selected = result["candidates"][result["selected"]]
+  verdict = f"pipeline: using stage 2 on {result['selected']} ({selected['workdir']}), "
+  if result["runner_up"] is None:
+    verdict += "the only input trained"
+  else:
+    other = result["candidates"][result["runner_up"]]["valid"][metric]
+    relative = result["margin"] / other if other else float("nan")
+    verdict += (
+      f"selected by {result['selected_by']}: {result['margin']:+.4f} ({relative:+.1%}) "
+      f"against {result['runner_up']}"
+    )
+  return verdict + "\n" + "\n".join(lines)
 
 
 def run_pipeline(
@@ -55,28 +175,53 @@ def run_pipeline(
   redo_stage1: bool = False,
   allow_config_change: bool = False,
 ) -> dict[str, Any]:
-  """Stage 1, then stage 2 on its features; returns stage 2's summary (see `runs.stage2`).
+  """Stage 1, then stage 2 on each input to train; returns what WORKDIR/pipeline.json holds.
 
-  Both stages' configs are checked before any data is read; the pipeline holds WORKDIR's lock
-  (each stage also holds its own folder's).
+  Every config is checked before any data is read (stage 1's only when it is trained); the
+  pipeline holds WORKDIR's lock (each run also holds its own folder's).
   """
   stage2.check_config(config)
-  stage1.check_config(config.stage1)
+  check_config(config)
+  names = inputs_to_train(config)
+  if "stage1" in names:
+    stage1.check_config(config.stage1)
   folder = stage2.dataset_folder(config.data, workdir)
-  num_items = load_mmrec(folder, inter_file=config.data.inter_file or None).num_items
   with files.WorkdirLock(workdir):
-    features = stage1.run_stage1(
-      config.stage1,
-      folder,
-      workdir,
-      num_items=num_items,
-      seed=config.seed,
-      redo=redo_stage1,
-      allow_config_change=allow_config_change,
-      parallel=make_parallel(config.parallel),
-    )
-    second = config.copy_and_resolve_references()
-    second.data.features = (os.path.abspath(features),)
-    directory = os.path.join(workdir, "stage2")
-    prepare_stage2_workdir(directory, features)
-    return runs.stage2(second, directory, allow_config_change=allow_config_change)
+    stage1_features = None
+    if "stage1" in names:
+      num_items = load_mmrec(folder, inter_file=config.data.inter_file or None).num_items
+      stage1_features = stage1.run_stage1(
+        config.stage1,
+        folder,
+        workdir,
+        num_items=num_items,
+        seed=config.seed,
+        redo=redo_stage1,
+        allow_config_change=allow_config_change,
+        parallel=make_parallel(config.parallel),
+      )
+    inputs = sweep.feature_inputs(config, workdir, names, stage1_features=stage1_features)
+    summaries = {}
+    for index, (name, feature_files) in enumerate(inputs.items()):
+      directory = stage2_dir(workdir, name)
+      if len(inputs) > 1:
+        reporting.log(f"pipeline: stage 2 on {name} ({index + 1} of {len(inputs)}): {directory}")
+      prepare_stage2_workdir(directory, feature_files)
+      run = config.copy_and_resolve_references()
+      run.data.features = tuple(feature_files)
+      summaries[name] = runs.stage2(run, directory, allow_config_change=allow_config_change)
+    result = select(summaries, metric=config.train.select_metric, use=config.pipeline.use)
+    if is_primary():
+      files.atomic_write(os.path.join(workdir, RESULT_FILE), json.dumps(result, indent=1))
+    reporting.log(format_selection(result))
+    return result
+
+
+def selected_run(workdir: str) -> str | None:
+  """The folder of the stage-2 run a pipeline in `workdir` selected (None: no pipeline.json)."""
+  path = os.path.join(workdir, RESULT_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  return os.path.join(workdir, result["candidates"][result["selected"]]["workdir"])

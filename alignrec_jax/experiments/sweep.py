@@ -173,6 +173,27 @@ def format_table(
   return "\n".join(lines)
 
 
+def check_input_names(
+  config: ml_collections.ConfigDict, names: Sequence[str], *, field: str
+) -> None:
+  """Raises ConfigError unless every name is an input `feature_inputs` knows (see there).
+
+  Runs before any data is read; `field` names where the names came from, for the message.
+  """
+  unknown = [name for name in names if name not in ("raw", "stage1")]
+  if not unknown:
+    return
+  try:
+    modalities = [name for _, name in feature_comparison.paired_modalities(config)]
+  except ConfigError as e:
+    raise ConfigError(f"{field}: input {unknown[0]!r} needs paired modalities: {e}") from None
+  for name in unknown:
+    if name not in modalities:
+      raise ConfigError(
+        f"{field}: unknown input {name!r}; expected raw, stage1 or one of {modalities}"
+      )
+
+
 def feature_inputs(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -190,12 +211,9 @@ def feature_inputs(
       `data.features` and `stage1.data.modalities` pair by position).
     stage1_features: the stage-1 feature file to use instead of training stage 1.
   """
+  check_input_names(config, names, field="inputs")
   folder = stage2.dataset_folder(config.data, workdir)
   raw = [os.path.abspath(os.path.join(folder, f)) for f in config.data.features]
-  by_modality = {
-    name: [os.path.abspath(os.path.join(folder, file))]
-    for file, name in feature_comparison.paired_modalities(config)
-  }
   out = {}
   for name in names:
     if name == "raw":
@@ -205,10 +223,9 @@ def feature_inputs(
         config.stage1, folder, workdir, num_items=load_mmrec(folder).num_items, seed=config.seed
       )
       out[name] = [os.path.abspath(path)]
-    elif name in by_modality:
-      out[name] = by_modality[name]
     else:
-      raise ConfigError(f"unknown input {name!r}: use raw, stage1 or one of {list(by_modality)}")
+      paired = dict((m, f) for f, m in feature_comparison.paired_modalities(config))
+      out[name] = [os.path.abspath(os.path.join(folder, paired[name]))]
   return out
 
 

@@ -1,6 +1,6 @@
 """A trained stage-2 run, loaded for use: its embeddings, recommendations and scores.
 
-    run = load_run("runs/ml100k/stage2")          # the best validation epoch's parameters
+    run = load_run("runs/ml100k")   # a pipeline: the stage-2 run it selected, best epoch
     items, scores = run.recommend(["196", "186"], k=10)   # the dataset's own user ids
     run.score(["196"], ["242"])
 
@@ -27,7 +27,8 @@ import numpy as np
 from alignrec_jax.data import Interactions
 from alignrec_jax.data.ids import IdMap, read_id_maps
 from alignrec_jax.errors import UserError, WorkdirError
-from alignrec_jax.training import loop, stage2
+from alignrec_jax.experiments import pipeline
+from alignrec_jax.training import loop, reporting, stage2
 from alignrec_jax.training.checkpoint import Checkpointer
 
 CHUNK_USERS = 1024  # users scored per device call
@@ -205,13 +206,18 @@ def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:
   """Loads a stage-2 run for recommendation.
 
   Args:
-    workdir: the run's folder (a `launch.train` workdir, or a pipeline's WORKDIR/stage2).
+    workdir: the run's folder: a `launch.train` workdir, a pipeline's WORKDIR/stage2 (or
+      stage2_<input>), or a pipeline's WORKDIR itself for the stage-2 run it selected.
     checkpoint: "best" (the best validation epoch's parameters), "latest" (the newest kept
       checkpoint) or an epoch number among those kept.
 
   Raises:
     WorkdirError: no such run or checkpoint.
   """
+  selected = pipeline.selected_run(workdir)
+  if selected is not None:
+    reporting.log(f"{workdir} holds a pipeline: loading the stage-2 run it selected, {selected}")
+    workdir = selected
   best_dir = os.path.join(workdir, loop.BEST_DIR)
   use_best = checkpoint == "best" or (
     not isinstance(checkpoint, str) and os.path.isdir(os.path.join(best_dir, str(checkpoint)))

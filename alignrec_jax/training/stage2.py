@@ -92,7 +92,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
   Runs before any data is read, so a bad value costs nothing but the message.
   """
-  check_fields(config, ("seed", *FIELDS, "model", "optim", "parallel", "stage1"), path="config")
+  check_fields(
+    config, ("seed", *FIELDS, "model", "optim", "parallel", "stage1", "pipeline"), path="config"
+  )
   check_value(config, "seed", is_int, "an integer", path="config")
   for group, fields in FIELDS.items():
     check_fields(config[group], fields, path=f"config.{group}")
@@ -401,8 +403,8 @@ def make_task(
   return loop.Task(
     name="stage 2",
     # What a resumed run may change: the run's length and checkpoint cadence, TensorBoard, the
-    # evaluation's chunking, the devices (equal to float rounding) and stage 1's group (not
-    # read here); paths compare by file name.
+    # evaluation's chunking, the devices (equal to float rounding) and the stage-1 and pipeline
+    # groups (not read here); paths compare by file name.
     free_fields=(
       "train.max_epochs",
       "train.checkpoint_every",
@@ -410,6 +412,7 @@ def make_task(
       "eval.chunk_size",
       "parallel.",
       "stage1.",
+      "pipeline.",
     ),
     path_fields=("data.path", "data.cache_dir", "data.features"),
     init_state=lambda key: recommender.init_state(key, exp.train_data),
