@@ -53,7 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
       loss=dict(l2_weight=1e-4, uia_weight=0.1, cl_weight=0.01, sim_weight=0.1, temperature=0.2),
     )
   )
-  # MMRec's LightGCN: its reg_weight multiplies Frobenius norms of the batch's layer-0 rows.
+  # MMRec's baselines; reg_weight multiplies Frobenius norms of the batch's layer-0 rows. BPR-MF
+  # (no graph, no content), VBPR (ID beside projected content; MMRec feeds it the raw,
+  # unnormalised concatenation: data.normalize_features=False) and LightGCN.
+  config.model.bpr = ml_collections.ConfigDict(dict(embed_dim=64, loss=dict(reg_weight=1e-4)))
+  config.model.vbpr = ml_collections.ConfigDict(dict(embed_dim=64, loss=dict(reg_weight=1e-4)))
   config.model.lightgcn = ml_collections.ConfigDict(
     dict(embed_dim=64, num_ui_layers=2, loss=dict(reg_weight=1e-4))
   )

@@ -131,6 +131,8 @@ def _model_config(name="alignrec"):
         loss=dict(WEIGHTS),
       ),
       lightgcn=dict(embed_dim=DIM, num_ui_layers=2, loss=dict(reg_weight=1e-4)),
+      bpr=dict(embed_dim=DIM, loss=dict(reg_weight=1e-3)),
+      vbpr=dict(embed_dim=DIM, loss=dict(reg_weight=1e-2)),
     )
   )
 
@@ -164,9 +166,10 @@ def test_lightgcn_objective_matches_mmrec():
 
 
 def test_model_spec_checks_the_model_group():
-  assert stage2.model_spec(_model_config()).uses_content
-  assert not stage2.model_spec(_model_config("lightgcn")).uses_content
-  assert set(stage2.MODELS) == {"alignrec", "lightgcn"}
+  specs = {name: stage2.model_spec(_model_config(name)) for name in stage2.MODELS}
+  assert set(specs) == {"alignrec", "bpr", "lightgcn", "vbpr"}
+  assert [n for n, s in specs.items() if s.uses_content] == ["alignrec", "vbpr"]
+  assert [n for n, s in specs.items() if s.uses_knn_graph] == ["alignrec"]
   with pytest.raises(ConfigError, match="unknown model 'mf'"):
     stage2.model_spec(_model_config("mf"))
   renamed = _model_config()  # AlignRec's l2_weight under its old name
@@ -175,3 +178,63 @@ def test_model_spec_checks_the_model_group():
   )
   with pytest.raises(ConfigError, match="unknown field.*reg_weight.*missing field.*l2_weight"):
     stage2.model_spec(renamed)
+
+
+def _mmrec_bpr_loss(zu, zp, zn, ego_rows, reg_weight):
+  """MMRec's BPRLoss + reg_weight * EmbLoss, in float64: the known answer of the baselines."""
+  bpr = -np.mean(np.log(1e-10 + ref.sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
+  return bpr + reg_weight * sum(np.linalg.norm(r) for r in ego_rows) / len(zu)
+
+
+BATCH = Batch(
+  users=jnp.array([0, 2, 4, 1]),
+  pos_items=jnp.array([0, 3, 5, 2]),
+  neg_items=jnp.array([7, 7, 1, 3]),
+  mask=jnp.array([1.0, 1.0, 1.0, 0.0]),  # the 4th row is padding
+)
+
+
+def test_bpr_mf_scores_id_dot_products_and_trains_mmrec_loss():
+  graphs, _, _ = _graphs("csr")
+  module, objective = stage2.build(_model_config("bpr"), num_users=U, num_items=I, batch_size=2048)
+  assert module == models.MatrixFactorization(num_users=U, num_items=I, embed_dim=DIM)
+  params = module.init(jax.random.key(3), graphs)["params"]
+  emb = module.apply({"params": params}, graphs)
+  table = np.asarray(params["embedding"], np.float64)
+  users, items = emb.final()
+  np.testing.assert_array_equal(users, table[:U])
+  np.testing.assert_array_equal(items, table[U:])
+  # Xavier-normal over each table's own shape, as MMRec's two nn.Embedding.
+  assert abs(np.std(table[:U]) - np.sqrt(2 / (U + DIM))) < 0.5 * np.sqrt(2 / (U + DIM))
+  u, p, n = (np.asarray(x)[:3] for x in (BATCH.users, BATCH.pos_items, BATCH.neg_items))
+  zu, zp, zn = table[u], table[U + p], table[U + n]
+  total, terms = objective(emb, None, BATCH)
+  np.testing.assert_allclose(total, _mmrec_bpr_loss(zu, zp, zn, (zu, zp, zn), 1e-3), rtol=1e-5)
+  assert set(terms) == {"bpr", "reg"}
+
+
+def test_vbpr_puts_projected_content_beside_the_id_and_trains_mmrec_loss():
+  graphs, _, _ = _graphs("csr")
+  module, objective = stage2.build(_model_config("vbpr"), num_users=U, num_items=I, batch_size=2048)
+  feats = jnp.asarray(FEATS)
+  params = module.init(jax.random.key(4), graphs, feats)["params"]
+  emb = module.apply({"params": params}, graphs, feats)
+  p64 = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+  users = p64["user_embedding"]
+  items = np.concatenate(
+    [
+      p64["item_embedding"],
+      FEATS @ p64["feature_proj"]["kernel"] + p64["feature_proj"]["bias"],
+    ],
+    axis=1,
+  )
+  assert users.shape == (U, 2 * DIM) and items.shape == (I, 2 * DIM)
+  got_users, got_items = emb.final()
+  np.testing.assert_allclose(got_users, users, rtol=1e-6)
+  np.testing.assert_allclose(got_items, items, rtol=1e-5, atol=1e-6)
+  assert not np.any(p64["feature_proj"]["bias"])  # MMRec: Linear bias zero, weight Xavier-normal
+  u, p, n = (np.asarray(x)[:3] for x in (BATCH.users, BATCH.pos_items, BATCH.neg_items))
+  zu, zp, zn = users[u], items[p], items[n]
+  total, _ = objective(emb, feats, BATCH)
+  # VBPR regularises its final rows, the content part included.
+  np.testing.assert_allclose(total, _mmrec_bpr_loss(zu, zp, zn, (zu, zp, zn), 1e-2), rtol=1e-5)

@@ -17,6 +17,7 @@ import pytest
 from alignrec_jax.data import ids as ids_lib
 from alignrec_jax.errors import DataError
 from alignrec_jax.evaluation import evaluate
+from alignrec_jax.objectives import stage2 as objectives
 from alignrec_jax.serving import QueryError, export, load_run
 from alignrec_jax.training import epoch as epoch_lib
 from alignrec_jax.training import reporting, stage2
@@ -290,9 +291,10 @@ def test_the_epoch_calls_progress_once_a_step():
   assert float(plain(jnp.float32(0), data, jax.random.key(0))[0]) == float(total)
 
 
-def test_every_model_of_the_registry_loads_and_recommends(tmp_path):
+@pytest.mark.parametrize("name", sorted(set(objectives.MODELS) - {"alignrec"}))  # AlignRec: above
+def test_every_model_of_the_registry_loads_and_recommends(tmp_path, name):
   config = _config(max_epochs=1)
-  config.model.name = "lightgcn"
+  config.model.name = name
   summary = stage2.train_and_evaluate(config, str(tmp_path))
   run = load_run(str(tmp_path))
   exp = stage2.build_experiment(run.config, str(tmp_path))

@@ -2,7 +2,7 @@
 
 An objective maps the model's output on all nodes and one batch of (user, positive, negative)
 triples to (loss, {term: weighted value}). Its weights are a frozen dataclass (`AlignRecLoss`,
-`LightGCNLoss`) built from the model's config group `config.model.<name>.loss`; `MODELS`
+`EmbRegLoss`) built from the model's config group `config.model.<name>.loss`; `MODELS`
 declares, per model, every field its group may hold, so a field nobody reads is an error.
 """
 
@@ -30,6 +30,8 @@ from alignrec_jax.errors import (
 from alignrec_jax.models.alignrec import AlignRec
 from alignrec_jax.models.common import Embeddings
 from alignrec_jax.models.lightgcn import LightGCN
+from alignrec_jax.models.mf import MatrixFactorization
+from alignrec_jax.models.vbpr import VBPR
 from alignrec_jax.objectives import losses
 
 
@@ -108,8 +110,8 @@ def alignrec_objective(
 
 
 @dataclasses.dataclass(frozen=True)
-class LightGCNLoss:
-  """MMRec's LightGCN loss weight.
+class EmbRegLoss:
+  """The loss weight of MMRec's BPR, VBPR and LightGCN.
 
   Attributes:
     reg_weight: multiplies the Frobenius norms (not squared) of the batch's layer-0 user,
@@ -119,15 +121,19 @@ class LightGCNLoss:
   reg_weight: float
 
 
-def lightgcn_objective(
+def bpr_emb_objective(
   emb: Embeddings,
   features: jax.Array | None,
   batch: Batch,
   *,
   batch_size: int,
-  weights: LightGCNLoss,
+  weights: EmbRegLoss,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """MMRec's LightGCN loss: BPR (with its 1e-10) + reg_weight * Frobenius norms of ego rows / B."""
+  """MMRec's BPR, VBPR and LightGCN loss: BPRLoss (with its 1e-10) on the final rows plus
+  reg_weight * EmbLoss, the Frobenius norms of the layer-0 rows (`emb.ego`) over B.
+
+  For BPR and VBPR the layer-0 rows are the final ones (no propagation).
+  """
   del features, batch_size  # no content; the regulariser divides by the real rows
   zu = emb.user_rows(batch.users)
   zp = emb.item_rows(batch.pos_items)
@@ -155,19 +161,21 @@ class ModelSpec:
     module: the Flax module; its fields (but the data's sizes) are config fields.
     objective: `objective(emb, features, batch, *, batch_size, weights)`.
     loss: the dataclass of the objective's weights: the fields of the group's `loss`.
-    content_fields: fields the set-up and the trainer read (the item kNN graph, whether F is
-      fine-tuned); a model that reads item features has them.
+    uses_content: whether the module reads the item features F.
+    content_fields: fields the set-up and the trainer read: "knn_k" and "knn_include_self"
+      (the item kNN graph over F), "trainable_features" (whether F is fine-tuned).
   """
 
   module: type[nn.Module]
   objective: Objective
   loss: type
+  uses_content: bool = False
   content_fields: tuple[str, ...] = ()
 
   @property
-  def uses_content(self) -> bool:
-    """Whether the model reads item features (and so needs the kNN graph)."""
-    return bool(self.content_fields)
+  def uses_knn_graph(self) -> bool:
+    """Whether the set-up builds the item kNN graph (and the users' block of the UI graph)."""
+    return "knn_k" in self.content_fields
 
   def module_fields(self) -> tuple[str, ...]:
     """The module's configurable fields: all but Flax's and the data's sizes."""
@@ -180,9 +188,12 @@ MODELS: dict[str, ModelSpec] = {
     AlignRec,
     alignrec_objective,
     AlignRecLoss,
+    uses_content=True,
     content_fields=("knn_k", "knn_include_self", "trainable_features"),
   ),
-  "lightgcn": ModelSpec(LightGCN, lightgcn_objective, LightGCNLoss),
+  "bpr": ModelSpec(MatrixFactorization, bpr_emb_objective, EmbRegLoss),
+  "lightgcn": ModelSpec(LightGCN, bpr_emb_objective, EmbRegLoss),
+  "vbpr": ModelSpec(VBPR, bpr_emb_objective, EmbRegLoss, uses_content=True),
 }
 
 

@@ -229,9 +229,11 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
   )
   graphs = Graphs(user_item=SparseOperator.from_graph(ui_graph, kernel=kernel))
   features, description = None, "none (ID-only model)"
-  if objectives.model_spec(config.model).uses_content:
-    group = config.model[config.model.name]
+  spec = objectives.model_spec(config.model)
+  if spec.uses_content:
     features, description = item_features(config.data, dataset)
+  if spec.uses_knn_graph:
+    group = config.model[config.model.name]
     block = graph_lib.user_rows(ui_graph, num_users=dataset.num_users)
     knn = graph_lib.knn_graph(features, k=group.knn_k, include_self=group.knn_include_self)
     graphs = Graphs(
@@ -241,6 +243,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       ),
       item_knn=SparseOperator.from_graph(knn, kernel=kernel),
     )
+  if features is not None:
     features = jnp.asarray(features)
   seconds["graphs"] = time.perf_counter() - start
 
@@ -374,7 +377,7 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
     optimizer=optimizer.make_optimizer(
       config.optim, steps_per_epoch=steps_per_epoch, num_epochs=config.train.max_epochs
     ),
-    trainable_features=spec.uses_content and group.trainable_features,
+    trainable_features="trainable_features" in spec.content_fields and group.trainable_features,
     num_examples=num_train,
     batch_size=config.train.batch_size,
     parallel=exp.parallel,
