@@ -130,10 +130,13 @@ def get_config() -> ml_collections.ConfigDict:
       num_heads=4,
       num_layers=2,
       mlp_dim=0,  # 0: 4 x width
-      output_dim=768,  # the item feature size stage 2 reads (BEiT-3 base: 768)
-      vector_tokens=4,
+      output_dim=768,  # the CLS vector's size (BEiT-3 base: 768)
+      vector_tokens=4,  # tokens a "vector" modality is projected into
+      # The item features stage 2 reads: "cls" (the CLS vector, the paper's) or "anchored" (each
+      # pretrained input's own vector beside it; models/encoder.py, benchmarks/README.md).
+      output="cls",
     )
-  )  # tokens a "vector" modality is projected into
+  )
   config.stage1.loss = ml_collections.ConfigDict(
     dict(
       mask_fraction=0.4,

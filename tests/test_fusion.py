@@ -360,3 +360,30 @@ def test_encode_items_pads_to_fixed_batches(setup):
   before = stage1_training._encode_batch._cache_size()
   stage1_training.encode_items(params["params"], module, synthetic_items(9, seed=4), batch_size=4)
   assert stage1_training._encode_batch._cache_size() == before  # same shapes: no new compile
+
+
+def test_anchored_features_put_the_pretrained_inputs_beside_the_cls(setup):
+  """Known answer in NumPy: [mean of the real text states, the image vector (zeros where it
+  is absent), the CLS], each L2-normalised; the tags (learned from scratch) only via the CLS."""
+  module, params, inputs = setup
+  anchored = dataclasses.replace(module, output="anchored")
+  assert anchored.feature_dim == SEQ_DIM + VEC_DIM + 8
+  features = stage1_training.encode_items(params["params"], anchored, inputs, batch_size=4)
+  assert features.shape == (6, SEQ_DIM + VEC_DIM + 8)
+
+  def unit(x):
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+  text, mask = np.asarray(inputs["text"].values), np.asarray(inputs["text"].mask)
+  text_mean = (text * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+  image = np.asarray(inputs["image"].values) * np.asarray(inputs["image"].present)[:, None]
+  expected = np.concatenate(
+    [unit(text_mean), unit(image), unit(_cls(module, params, inputs))], axis=1
+  )
+  np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+  assert not features[0, SEQ_DIM : SEQ_DIM + VEC_DIM].any()  # item 0 has no image
+  # The same parameters serve both outputs: training never sees the anchors.
+  assert jax.tree.structure(params) == jax.tree.structure(
+    jax.jit(anchored.init)(jax.random.PRNGKey(0), inputs)
+  )

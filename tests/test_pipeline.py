@@ -8,6 +8,7 @@ import pytest
 from alignrec_jax.errors import ConfigError
 from alignrec_jax.experiments import pipeline
 from alignrec_jax.serving import load_run
+from alignrec_jax.training import stage1
 from configs import test as test_config
 
 
@@ -83,3 +84,12 @@ def test_use_trains_one_input_only_and_serving_loads_the_selected_run(tmp_path):
   run = load_run(str(tmp_path))  # the pipeline's folder: the run it selected
   assert run.workdir == str(tmp_path / "stage2_text")
   assert run.item_embeddings.shape[0] == 80
+
+
+def test_an_unknown_stage1_output_is_refused():
+  config = test_config.get_config()
+  config.stage1.model.output = "mean"
+  with pytest.raises(
+    ConfigError, match="config.stage1.model.output: expected one of cls, anchored"
+  ):
+    stage1.check_config(config.stage1)

@@ -11,7 +11,9 @@ that takes any number of modalities, each described by a `ModalitySpec`:
 
 Every modality's tokens get a modality-type embedding and learned position embeddings, a CLS token
 is prepended, and pre-LN transformer blocks run over the concatenation with a key mask that hides
-padding and absent modalities. The item vector is the CLS output projected to `output_dim`.
+padding and absent modalities. The item vector is the CLS output projected to `output_dim`
+(`output="cls"`, the paper's), or that vector beside the pretrained inputs' own vectors
+(`output="anchored"`, see `CrossModalEncoder.item_features`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from alignrec_jax.data.content import ModalityInput, ModalitySpec, token_mask
+from alignrec_jax.normalize import l2_normalize
+
+OUTPUTS = ("cls", "anchored")
 
 # BEiT-style small normal init for the learned tokens and tables: keeps the embedding sum of
 # type + position + content at the scale of the projected content at the start.
@@ -85,7 +90,8 @@ class CrossModalEncoder(nn.Module):
     num_heads: attention heads (W must be divisible by it).
     num_layers: transformer blocks.
     mlp_dim: hidden size of the blocks' MLP (default 4 W).
-    output_dim: the size of the item vector (768 like BEiT-3 base by default).
+    output_dim: the size of the CLS vector (768 like BEiT-3 base by default).
+    output: what `item_features` returns: "cls" (the CLS vector) or "anchored" (see there).
   """
 
   specs: tuple[ModalitySpec, ...]
@@ -94,6 +100,44 @@ class CrossModalEncoder(nn.Module):
   num_layers: int = 2
   mlp_dim: int | None = None
   output_dim: int = 768
+  output: str = "cls"
+
+  @property
+  def anchors(self) -> tuple[ModalitySpec, ...]:
+    """The modalities whose inputs are pretrained vectors: "sequence" and "vector" ones."""
+    return tuple(s for s in self.specs if s.kind != "categorical")
+
+  @property
+  def feature_dim(self) -> int:
+    """The size of `item_features`' vectors."""
+    if self.output == "cls":
+      return self.output_dim
+    return self.output_dim + sum(s.input_dim for s in self.anchors)
+
+  def item_features(self, inputs: Mapping[str, ModalityInput]) -> jax.Array:
+    """[B, feature_dim]: the item vectors stage 2 reads.
+
+    "cls": the CLS vector. "anchored": each pretrained input's own vector (a "sequence": the
+    mean of its real token states, i.e. MiniLM's sentence embedding; a "vector": itself; zeros
+    where the modality is absent), then the CLS vector, each L2-normalised, concatenated. A
+    small encoder trained from scratch on a few thousand items can lose what the pretrained
+    inputs carry; anchored, it can only add to them (its measured effect: benchmarks/README.md).
+    Categorical tokens are learned from scratch and reach the output through the CLS only.
+    """
+    cls, _ = self(inputs)
+    if self.output == "cls":
+      return cls
+    pieces = []
+    for spec in self.anchors:
+      inp = inputs[spec.name]
+      valid = token_mask(spec, inp)  # [B, L]; a "vector" row: all True or all False
+      if spec.kind == "sequence":
+        total = jnp.sum(jnp.where(valid[..., None], inp.values, 0.0), axis=1)
+        vector = total / jnp.maximum(jnp.sum(valid, axis=1, keepdims=True), 1)
+      else:
+        vector = jnp.where(valid[:, :1], inp.values, 0.0)
+      pieces.append(l2_normalize(vector.astype(jnp.float32)))
+    return jnp.concatenate([*pieces, l2_normalize(cls)], axis=-1)
 
   def _embed(
     self, spec: ModalitySpec, inp: ModalityInput, valid: jax.Array, masked: jax.Array | None
@@ -153,6 +197,8 @@ class CrossModalEncoder(nn.Module):
       and, with `with_heads`, predictions: name -> [B, L_m, D] ("sequence", "vector": regression
       of the layer-normed raw input) or [B, L_m, vocab_size] logits ("categorical").
     """
+    if self.output not in OUTPUTS:
+      raise ValueError(f"output {self.output!r}: expected one of {OUTPUTS}")
     masked = masked or {}
     specs = self.specs
     if only is not None:

@@ -49,7 +49,7 @@ from alignrec_jax.errors import (
   check_values,
   is_int,
 )
-from alignrec_jax.models.encoder import CrossModalEncoder
+from alignrec_jax.models.encoder import OUTPUTS, CrossModalEncoder
 from alignrec_jax.objectives.stage1 import DEFAULT_WEIGHTS, pretrain_loss
 from alignrec_jax.training import loop, optimizer, reporting
 from alignrec_jax.training.checkpoint import FORMAT_VERSION
@@ -62,7 +62,15 @@ Inputs = Mapping[str, ModalityInput]
 
 FIELDS = {
   "data": ("modalities", "text_max_tokens"),
-  "model": ("width", "num_heads", "num_layers", "mlp_dim", "output_dim", "vector_tokens"),
+  "model": (
+    "width",
+    "num_heads",
+    "num_layers",
+    "mlp_dim",
+    "output_dim",
+    "vector_tokens",
+    "output",
+  ),
   "loss": ("mask_fraction", "temperature", "weights"),
   "train": ("batch_size", "epochs", "encode_batch_size", "tensorboard"),
 }
@@ -93,6 +101,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       "mlp_dim": NONNEGATIVE_INT,
       "output_dim": POSITIVE_INT,
       "vector_tokens": POSITIVE_INT,
+      "output": (lambda v: v in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
     },
     path="config.stage1.model",
   )
@@ -180,6 +189,7 @@ def build_encoder(
     num_layers=model.num_layers,
     mlp_dim=model.mlp_dim or None,
     output_dim=model.output_dim,
+    output=model.output,
   )
 
 
@@ -241,8 +251,7 @@ def make_task(
 
 @functools.partial(jax.jit, static_argnames=("module",))
 def _encode_batch(params, batch: Inputs, module: CrossModalEncoder) -> jax.Array:
-  cls, _ = module.apply({"params": params}, batch)
-  return cls
+  return module.apply({"params": params}, batch, method=CrossModalEncoder.item_features)
 
 
 def _pad_rows(spec: ModalitySpec, inp: ModalityInput, start: int, size: int) -> ModalityInput:
@@ -268,7 +277,7 @@ def _pad_rows(spec: ModalitySpec, inp: ModalityInput, start: int, size: int) -> 
 
 
 def encode_items(params, module: CrossModalEncoder, inputs: Inputs, batch_size: int) -> np.ndarray:
-  """The CLS features of all N items: [N, output_dim] float32.
+  """The item features of all N items (`CrossModalEncoder.item_features`): [N, feature_dim].
 
   Items go through in batches of exactly `batch_size` (the last padded with absent rows), so
   the encoder compiles once whatever N is.
@@ -279,7 +288,7 @@ def encode_items(params, module: CrossModalEncoder, inputs: Inputs, batch_size: 
   for start in range(0, n, batch_size):
     batch = {s.name: _pad_rows(s, inputs[s.name], start, batch_size) for s in module.specs}
     out.append(np.asarray(_encode_batch(params, batch, module)))
-  return np.concatenate(out)[:n] if out else np.zeros((0, module.output_dim), np.float32)
+  return np.concatenate(out)[:n] if out else np.zeros((0, module.feature_dim), np.float32)
 
 
 def settings_record(config: ml_collections.ConfigDict, folder: str, seed: int) -> dict[str, Any]:
@@ -424,7 +433,7 @@ def _train_and_encode(
   shapes = jax.eval_shape(task.init_state, jax.random.key(0)).params
   reporting.log(
     f"stage-1 encoder: {_count(shapes):,} parameters, {config.model.num_layers} "
-    f"layers of width {config.model.width}, output {config.model.output_dim}-d; "
+    f"layers of width {config.model.width}, output {_describe_output(pretrainer.module)}; "
     f"{num_items:,} items, {math.ceil(num_items / config.train.batch_size)} steps "
     "an epoch"
   )
@@ -474,6 +483,13 @@ def _discard_run(directory: str) -> None:
     path = os.path.join(directory, name)
     if os.path.exists(path):
       os.remove(path)
+
+
+def _describe_output(module: CrossModalEncoder) -> str:
+  if module.output == "cls":
+    return f"{module.output_dim}-d"
+  anchors = " + ".join(f"{s.name} {s.input_dim}" for s in module.anchors)
+  return f"{module.feature_dim}-d ({anchors} + CLS {module.output_dim}, anchored)"
 
 
 def _count(params) -> int:
