@@ -4,7 +4,7 @@ Two graphs feed AlignRec's stage 2:
   * the user-item bipartite graph A = [[0, R], [R^T, 0]] with symmetric normalisation
     A_hat = D^-1/2 A D^-1/2 (LightGCN's), as a `jraph.GraphsTuple` whose edges hold the weights;
   * the item-item kNN graph S over the item content features, built in row blocks so that no
-    dense [num_items, num_items] matrix ever exists.
+    dense [num_items, num_items] matrix ever exists (FREEDOM's variant: `mixed_knn_graph`).
 `user_rows` cuts R_hat, the item -> user edges, out of the first.
 
 Both are `jraph.GraphsTuple`s whose `edges` hold the weights, sorted by receiver; they go to the
@@ -144,6 +144,24 @@ def knn_graph(
     S as a GraphsTuple over the items: edge (j -> i) with weight S_ij for each of item i's k
     neighbours j, sorted by (i, j).
   """
+  neighbours, values = knn_neighbours(
+    features, k=k, include_self=include_self, block_size=block_size
+  )
+  num_items = features.shape[0]
+  inv_sqrt = _inverse_sqrt(values.sum(axis=1, dtype=np.float64))
+  weights = inv_sqrt[:, None] * values * inv_sqrt[neighbours]
+  rows = np.repeat(np.arange(num_items), k)
+  return _graph(neighbours.ravel(), rows, weights.ravel(), num_nodes=num_items)
+
+
+def knn_neighbours(
+  features: np.ndarray, *, k: int, include_self: bool = True, block_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+  """Each item's top-k cosine neighbours: (ids [I, k] int32, cosines [I, k] float32).
+
+  The item itself first when `include_self`, then by cosine, ties by lower item id; computed
+  `block_size` rows at a time (see `knn_graph`).
+  """
   num_items = features.shape[0]
   if not 0 < k <= num_items - (0 if include_self else 1):
     raise ValueError(
@@ -165,7 +183,38 @@ def knn_graph(
     stop = min(start + block_size, num_items)
     values[start:stop] = np.asarray(vals)[: stop - start]
     neighbours[start:stop] = np.asarray(idx)[: stop - start]
-  inv_sqrt = _inverse_sqrt(values.sum(axis=1, dtype=np.float64))
-  weights = inv_sqrt[:, None] * values * inv_sqrt[neighbours]
-  rows = np.repeat(np.arange(num_items), k)
-  return _graph(neighbours.ravel(), rows, weights.ravel(), num_nodes=num_items)
+  return neighbours, values
+
+
+def mixed_knn_graph(
+  modalities: list[np.ndarray], weights: list[float], *, k: int = 10
+) -> jraph.GraphsTuple:
+  """FREEDOM's frozen item-item graph: per-modality binary kNN graphs, mixed by `weights`.
+
+  For each modality, every item's top-k cosine neighbours (itself included, as MMRec's topk over
+  the full similarity includes it) form a binary graph normalised as MMRec does, D^-1/2 A D^-1/2
+  with D the row sums (k, plus MMRec's 1e-7), so every kept entry is 1 / (k + 1e-7); the graph is
+  sum_m weights[m] * that, an entry kept by several modalities summing their weights. No dense
+  I x I matrix (`knn_neighbours` works in row blocks).
+
+  Args:
+    modalities: [num_items, dim_m] feature arrays.
+    weights: one mixing weight per modality (MMRec: image weight, 1 - image weight).
+    k: neighbours per item.
+  """
+  if len(modalities) != len(weights) or not modalities:
+    raise ValueError(f"{len(modalities)} modalities but {len(weights)} weights")
+  num_items = modalities[0].shape[0]
+  entry = (k + 1e-7) ** -0.5 * (k + 1e-7) ** -0.5
+  senders, receivers, values = [], [], []
+  for features, weight in zip(modalities, weights, strict=True):
+    neighbours, _ = knn_neighbours(features, k=k, include_self=True)
+    senders.append(neighbours.ravel().astype(np.int64))
+    receivers.append(np.repeat(np.arange(num_items, dtype=np.int64), k))
+    values.append(np.full(num_items * k, weight * entry))
+  senders, receivers, values = (np.concatenate(x) for x in (senders, receivers, values))
+  # Sum the weights of (receiver, sender) pairs that several modalities keep.
+  keys = receivers * num_items + senders
+  unique, inverse = np.unique(keys, return_inverse=True)
+  summed = np.bincount(inverse, weights=values, minlength=len(unique))
+  return _graph(unique % num_items, unique // num_items, summed, num_nodes=num_items)

@@ -109,6 +109,43 @@ class SparseOperator:
     return cls(graph=jax.tree.map(jnp.asarray, graph), csr=csr, shape=shape)
 
 
+def bipartite_operator(
+  users: jax.Array, items: jax.Array, *, num_users: int, num_items: int, kernel: Kernel
+) -> SparseOperator:
+  """Built on device (inside a jitted epoch): the normalised user-item graph of these edges.
+
+  Nodes are users then items, every (u, i) edge both ways with weight 1 / sqrt(d_u d_i), the
+  degrees counted over these edges only: `graph.user_item_graph` of a subgraph, for FREEDOM's
+  per-epoch pruned graph. The matrix is symmetric, so the csr kernel's A^T is A itself.
+  """
+  num_nodes = num_users + num_items
+  user_degree = jnp.zeros(num_users, jnp.float32).at[users].add(1.0)
+  item_degree = jnp.zeros(num_items, jnp.float32).at[items].add(1.0)
+  weight = jax.lax.rsqrt(user_degree[users] * item_degree[items])
+  senders = jnp.concatenate([users, items + num_users]).astype(jnp.int32)
+  receivers = jnp.concatenate([items + num_users, users]).astype(jnp.int32)
+  order = jnp.argsort(receivers, stable=True)
+  edges, senders, receivers = (
+    jnp.concatenate([weight, weight])[order],
+    senders[order],
+    receivers[order],
+  )
+  graph = jraph.GraphsTuple(
+    nodes=None,
+    edges=edges,
+    senders=senders,
+    receivers=receivers,
+    n_node=jnp.array([num_nodes], jnp.int32),
+    n_edge=jnp.array([edges.shape[0]], jnp.int32),
+    globals=None,
+  )
+  csr = None
+  if kernel == "csr":
+    indptr = jnp.searchsorted(receivers, jnp.arange(num_nodes + 1), side="left").astype(jnp.int32)
+    csr = CsrBackend(indptr=indptr, t_data=edges, t_indices=senders, t_indptr=indptr)
+  return SparseOperator(graph=graph, csr=csr, shape=(num_nodes, num_nodes))
+
+
 def _csr_product(data, indices, indptr, shape, x):
   return sparse.BCSR((data, indices, indptr), shape=shape) @ x
 

@@ -61,6 +61,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.lightgcn = ml_collections.ConfigDict(
     dict(embed_dim=64, num_ui_layers=2, loss=dict(reg_weight=1e-4))
   )
+  # MMRec's FREEDOM, the first value of each of its lists: a frozen item graph mixing each
+  # modality's binary kNN graph (the first feature file, MMRec's image slot, weighted
+  # image_weight), the user-item graph pruned afresh every epoch (edge_dropout), reg_weight the
+  # modalities' auxiliary BPR weight; lr 1e-3 without decay (set optim.lr_decay=1.0).
+  config.model.freedom = ml_collections.ConfigDict(
+    dict(
+      embed_dim=64,
+      num_ui_layers=2,
+      num_mm_layers=1,
+      knn_k=10,
+      image_weight=0.1,
+      edge_dropout=0.8,
+      trainable_features=True,
+      loss=dict(reg_weight=0.0),
+    )
+  )
 
   # Adam with the reference's per-epoch decay: lr * lr_decay ** (epoch / lr_decay_epochs).
   config.optim = ml_collections.ConfigDict(

@@ -117,3 +117,27 @@ def test_knn_graph_is_independent_of_block_size():
 def test_knn_graph_rejects_bad_k():
   with pytest.raises(ValueError, match="k=6"):
     graph_lib.knn_graph(np.ones((5, 2), np.float32), k=6)
+
+
+def test_freedom_mixed_knn_graph_matches_dense():
+  """MMRec's FREEDOM graph: per modality the top-k of the dense cosine matrix (self included)
+  as a binary matrix, D^-1/2 A D^-1/2 over its row sums, mixed by the weights."""
+  rng = np.random.default_rng(5)
+  image, text = rng.normal(size=(12, 6)), rng.normal(size=(12, 4))
+  k = 3
+
+  def binary_normalized(features):
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    adjacency = np.zeros_like(sims)
+    for row in range(len(sims)):
+      adjacency[row, np.argsort(-sims[row], kind="stable")[:k]] = 1.0
+    inv_sqrt = (adjacency.sum(1) + 1e-7) ** -0.5
+    return inv_sqrt[:, None] * adjacency * inv_sqrt[:, None]  # MMRec: row sums on both sides
+
+  expected = 0.1 * binary_normalized(image) + 0.9 * binary_normalized(text)
+  graph = graph_lib.mixed_knn_graph([image, text], [0.1, 0.9], k=k)
+  np.testing.assert_allclose(ref.dense(graph), expected, rtol=1e-6)
+  assert np.all(np.diag(ref.dense(graph)) > 0)  # every item is its own neighbour
+  with pytest.raises(ValueError, match="2 modalities but 1 weights"):
+    graph_lib.mixed_knn_graph([image, text], [1.0], k=k)

@@ -133,6 +133,16 @@ def _model_config(name="alignrec"):
       lightgcn=dict(embed_dim=DIM, num_ui_layers=2, loss=dict(reg_weight=1e-4)),
       bpr=dict(embed_dim=DIM, loss=dict(reg_weight=1e-3)),
       vbpr=dict(embed_dim=DIM, loss=dict(reg_weight=1e-2)),
+      freedom=dict(
+        embed_dim=DIM,
+        num_ui_layers=2,
+        num_mm_layers=1,
+        knn_k=3,
+        image_weight=0.1,
+        edge_dropout=0.8,
+        trainable_features=True,
+        loss=dict(reg_weight=0.5),
+      ),
     )
   )
 
@@ -167,9 +177,9 @@ def test_lightgcn_objective_matches_mmrec():
 
 def test_model_spec_checks_the_model_group():
   specs = {name: stage2.model_spec(_model_config(name)) for name in stage2.MODELS}
-  assert set(specs) == {"alignrec", "bpr", "lightgcn", "vbpr"}
-  assert [n for n, s in specs.items() if s.uses_content] == ["alignrec", "vbpr"]
-  assert [n for n, s in specs.items() if s.uses_knn_graph] == ["alignrec"]
+  assert set(specs) == {"alignrec", "bpr", "freedom", "lightgcn", "vbpr"}
+  assert [n for n, s in specs.items() if s.uses_content] == ["alignrec", "freedom", "vbpr"]
+  assert [n for n, s in specs.items() if s.uses_knn_graph] == ["alignrec", "freedom"]
   with pytest.raises(ConfigError, match="unknown model 'mf'"):
     stage2.model_spec(_model_config("mf"))
   renamed = _model_config()  # AlignRec's l2_weight under its old name
@@ -238,3 +248,42 @@ def test_vbpr_puts_projected_content_beside_the_id_and_trains_mmrec_loss():
   total, _ = objective(emb, feats, BATCH)
   # VBPR regularises its final rows, the content part included.
   np.testing.assert_allclose(total, _mmrec_bpr_loss(zu, zp, zn, (zu, zp, zn), 1e-2), rtol=1e-5)
+
+
+def test_freedom_forward_and_loss_match_numpy():
+  """z_u = LightGCN_u, z_i = LightGCN_i + S e_i (S: the frozen mixed graph); the loss is BPR
+  plus reg_weight x each modality's BPR against its projected features."""
+  graphs, a_hat, _ = _graphs("csr")
+  image, text = FEATS[:, :3], FEATS[:, 3:]
+  item_graph = graph_lib.mixed_knn_graph([image, text], [0.1, 0.9], k=3)
+  graphs = models.Graphs(
+    user_item=graphs.user_item,
+    item_knn=SparseOperator.from_graph(item_graph, kernel="csr"),
+  )
+  module, objective = stage2.build(
+    _model_config("freedom"), num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2)
+  )
+  feats = jnp.asarray(FEATS)
+  params = module.init(jax.random.key(5), graphs, feats)["params"]
+  emb = module.apply({"params": params}, graphs, feats)
+  p64 = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+  x0 = p64["ids"]["embedding"]
+  lightgcn = (x0 + a_hat @ x0 + a_hat @ a_hat @ x0) / 3
+  users, items = lightgcn[:U], lightgcn[U:] + ref.dense(item_graph) @ x0[U:]
+  got_users, got_items = emb.final()
+  np.testing.assert_allclose(got_users, users, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_items, items, rtol=1e-5, atol=1e-6)
+  projected = [
+    part @ p64[f"modality_{m}"]["kernel"] + p64[f"modality_{m}"]["bias"]
+    for m, part in enumerate((image, text))
+  ]
+  u, p, n = (np.asarray(x)[:3] for x in (BATCH.users, BATCH.pos_items, BATCH.neg_items))
+
+  def bpr(pos_rows, neg_rows):
+    zu = users[u]
+    return -np.mean(np.log(ref.sigmoid((zu * pos_rows).sum(1) - (zu * neg_rows).sum(1))))
+
+  expected = bpr(items[p], items[n]) + 0.5 * sum(bpr(m[p], m[n]) for m in projected)
+  total, terms = objective(emb, feats, BATCH)
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  assert set(terms) == {"bpr", "modality_bpr"}

@@ -148,3 +148,22 @@ def test_rejects_non_float32():
   op = propagation.SparseOperator.from_graph(graph, kernel="csr")
   with pytest.raises(TypeError, match="float32"):
     propagation.propagate(op, jnp.ones((11, 2), jnp.int32))
+
+
+@pytest.mark.parametrize("kernel", propagation.KERNELS)
+def test_bipartite_operator_built_on_device_equals_the_host_graph(kernel):
+  """FREEDOM's per-epoch graph, built inside jit, is `graph.user_item_graph` of its edges."""
+  rng = np.random.default_rng(3)
+  pairs = np.unique(np.stack([rng.integers(0, 7, 40), rng.integers(0, 9, 40)], 1), axis=0)
+  train = Interactions(pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32))
+  host = graph_lib.user_item_graph(train, num_users=7, num_items=9)
+  build = jax.jit(
+    lambda u, i: propagation.bipartite_operator(u, i, num_users=7, num_items=9, kernel=kernel)
+  )
+  op = build(jnp.asarray(train.users), jnp.asarray(train.items))
+  assert op.kernel == kernel
+  np.testing.assert_allclose(ref.dense(op.graph), ref.dense(host), rtol=1e-6)
+  x = jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
+  np.testing.assert_allclose(propagation.propagate(op, x), ref.dense(host) @ x, atol=1e-6)
+  grad = jax.grad(lambda x: jnp.sum(propagation.propagate(op, x) ** 2))(x)
+  np.testing.assert_allclose(grad, 2 * ref.dense(host).T @ (ref.dense(host) @ x), atol=1e-5)

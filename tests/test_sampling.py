@@ -67,3 +67,28 @@ def test_user_with_every_item_is_an_error():
   train = Interactions(users=np.array([0, 0, 1], np.int32), items=np.array([0, 1, 0], np.int32))
   with pytest.raises(DataError, match="user 0 has interacted with all 2"):
     NegativeSampler.from_interactions(train, num_users=2)
+
+
+def test_degree_sensitive_edges_draw_without_replacement_in_proportion_to_the_weights():
+  """FREEDOM's pruning: P(edge first drawn) is 1 / sqrt(d_u d_i), normalised (torch.multinomial);
+  a draw never repeats an edge."""
+  from alignrec_jax.sampling import degree_sensitive_edges
+
+  users = jnp.array([0, 0, 0, 1, 2, 2], jnp.int32)
+  items = jnp.array([0, 1, 2, 0, 0, 3], jnp.int32)
+  # degrees: users 3, 1, 2; items 3, 1, 1, 1 -> each edge's d_u, d_i
+  weights = 1 / np.sqrt(np.array([3, 3, 3, 1, 2, 2]) * np.array([3, 1, 1, 3, 3, 1]))
+  draw = jax.jit(
+    jax.vmap(
+      lambda key: degree_sensitive_edges(key, users, items, num_users=3, num_items=4, keep=1)
+    )
+  )
+  first_users, first_items = draw(jax.random.split(jax.random.key(0), 40_000))
+  edge = np.asarray(first_users[:, 0]) * 4 + np.asarray(first_items[:, 0])
+  frequency = np.array([np.mean(edge == u * 4 + i) for u, i in zip(users, items, strict=True)])
+  np.testing.assert_allclose(frequency, weights / weights.sum(), atol=0.01)
+  kept_users, kept_items = degree_sensitive_edges(
+    jax.random.key(1), users, items, num_users=3, num_items=4, keep=4
+  )
+  pairs = set(zip(np.asarray(kept_users).tolist(), np.asarray(kept_items).tolist(), strict=True))
+  assert len(pairs) == 4 and pairs <= set(zip(users.tolist(), items.tolist(), strict=True))

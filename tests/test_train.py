@@ -110,6 +110,34 @@ def test_lightgcn_trains(tmp_path):
   assert summary["epochs_run"] == 2 and 0 < summary["test"]["recall@20"] <= 1
 
 
+def test_freedom_trains_each_epoch_on_a_fresh_pruned_graph_and_scores_on_the_whole(tmp_path):
+  config = _config(max_epochs=2)
+  config.model.name = "freedom"
+  config.model.freedom.knn_k = 3
+  exp = stage2.build_experiment(config, str(tmp_path))
+  recommender = stage2.build_recommender(config, exp)
+  n_train = len(exp.dataset.train)
+  assert recommender.edge_keep == int(n_train * 0.2)
+  prune = jax.jit(recommender.prepare_epoch)
+  first = prune(exp.train_data, jax.random.key(0)).graphs.user_item
+  again = prune(exp.train_data, jax.random.key(0)).graphs.user_item
+  other = prune(exp.train_data, jax.random.key(1)).graphs.user_item
+  assert first.graph.edges.shape == (2 * recommender.edge_keep,)
+  np.testing.assert_array_equal(first.graph.senders, again.graph.senders)
+  assert not np.array_equal(first.graph.senders, other.graph.senders)
+  # The kept edges are training pairs, each once.
+  users, items = np.asarray(first.graph.receivers), np.asarray(first.graph.senders)
+  to_items = users < exp.dataset.num_users
+  kept = set(zip(users[to_items], items[to_items] - exp.dataset.num_users, strict=True))
+  train = set(zip(exp.dataset.train.users, exp.dataset.train.items, strict=True))
+  assert len(kept) == recommender.edge_keep and kept <= train
+  summary = stage2.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["epochs_run"] == 2 and 0 < summary["test"]["recall@20"] <= 1
+  # Without pruning there is nothing to prepare: the epoch is every other model's.
+  config.model.freedom.edge_dropout = 0.0
+  assert stage2.build_recommender(config, exp).prepare_epoch is None
+
+
 def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
   stage2.train_and_evaluate(_config(max_epochs=1), str(tmp_path))
   _, good = _params_of_last_checkpoint(str(tmp_path))

@@ -58,8 +58,10 @@ class Embeddings:
   ego: jax.Array  # [U + I, d] the layer-0 ID tables E = [E_u; E_i]
   ids: jax.Array  # [U + I, d] the ID branch (LightGCN) C
   content_users: jax.Array | None  # [U, d] the content branch M_u (AlignRec only)
-  content_items: jax.Array | None  # [I, d] M_i
+  content_items: jax.Array | None  # [I, d] M_i (AlignRec; FREEDOM's h)
   num_users: int = dataclasses.field(metadata=dict(static=True))
+  # [I, d] per modality: each modality's features projected (FREEDOM's auxiliary BPR term).
+  modality_items: tuple[jax.Array, ...] = ()
 
   def user_rows(self, users: jax.Array) -> jax.Array:
     """z_u for the given users: [B] -> [B, d]."""
@@ -74,6 +76,8 @@ class Embeddings:
   def final(self) -> tuple[jax.Array, jax.Array]:
     """(z_users [U, d], z_items [I, d]) of every node, for scoring."""
     users, items = self.ids[: self.num_users], self.ids[self.num_users :]
-    if self.content_users is None:
-      return users, items
-    return users + self.content_users, items + self.content_items
+    if self.content_users is not None:
+      users = users + self.content_users
+    if self.content_items is not None:
+      items = items + self.content_items
+    return users, items

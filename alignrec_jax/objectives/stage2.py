@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jraph
 import ml_collections
+import numpy as np
 
+from alignrec_jax import graph as graph_lib
 from alignrec_jax.errors import (
   BOOL,
   NONNEGATIVE,
@@ -26,9 +29,11 @@ from alignrec_jax.errors import (
   ConfigError,
   check_fields,
   check_values,
+  is_number,
 )
 from alignrec_jax.models.alignrec import AlignRec
 from alignrec_jax.models.common import Embeddings
+from alignrec_jax.models.freedom import FREEDOM
 from alignrec_jax.models.lightgcn import LightGCN
 from alignrec_jax.models.mf import MatrixFactorization
 from alignrec_jax.models.vbpr import VBPR
@@ -150,7 +155,66 @@ def bpr_emb_objective(
   return bpr + reg, {"bpr": bpr, "reg": reg}
 
 
+@dataclasses.dataclass(frozen=True)
+class FreedomLoss:
+  """FREEDOM's loss weight.
+
+  Attributes:
+    reg_weight: MMRec's name for the weight of the auxiliary BPR terms, one per modality, that
+      score each user against the positive and negative items' projected features.
+  """
+
+  reg_weight: float
+
+
+def freedom_objective(
+  emb: Embeddings, features: jax.Array, batch: Batch, *, batch_size: int, weights: FreedomLoss
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MMRec's FREEDOM loss: BPR (-logsigmoid) on z, plus reg_weight x the modalities' BPR terms."""
+  del features, batch_size
+  zu = emb.user_rows(batch.users)
+  pos, neg, mask = batch.pos_items, batch.neg_items, batch.mask
+
+  def bpr(items: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    return losses.bpr(
+      pos_scores=jnp.sum(zu * items(pos), -1), neg_scores=jnp.sum(zu * items(neg), -1), mask=mask
+    )
+
+  terms = {"bpr": bpr(emb.item_rows)}
+  # A Python-level switch, so that with weight 0 (MMRec's first value) the projections are
+  # dead code that XLA removes rather than a product with zero.
+  if weights.reg_weight:
+    terms["modality_bpr"] = weights.reg_weight * sum(
+      bpr(lambda items, table=table: table[items]) for table in emb.modality_items
+    )
+  return sum(terms.values()), terms
+
+
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+# item_graph(model group, modalities [I, D_m] each, F [I, D]) -> the item-item graph.
+ItemGraph = Callable[
+  [ml_collections.ConfigDict, Sequence[np.ndarray], np.ndarray], jraph.GraphsTuple
+]
+
+
+def alignrec_item_graph(group, modalities, features) -> jraph.GraphsTuple:
+  """AlignRec's S: the cosine kNN graph of F (all modalities combined), weighted, normalised."""
+  del modalities
+  return graph_lib.knn_graph(features, k=group.knn_k, include_self=group.knn_include_self)
+
+
+def freedom_item_graph(group, modalities, features) -> jraph.GraphsTuple:
+  """FREEDOM's frozen S: each modality's binary kNN graph, the first weighted image_weight."""
+  del features
+  if len(modalities) > 2:
+    raise ConfigError(
+      f"config.model.freedom: FREEDOM mixes one or two modalities (image, text), got "
+      f"{len(modalities)} feature files"
+    )
+  weights = [group.image_weight, 1.0 - group.image_weight][: len(modalities)]
+  if len(modalities) == 1:
+    weights = [1.0]
+  return graph_lib.mixed_knn_graph(list(modalities), weights, k=group.knn_k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,24 +226,26 @@ class ModelSpec:
     objective: `objective(emb, features, batch, *, batch_size, weights)`.
     loss: the dataclass of the objective's weights: the fields of the group's `loss`.
     uses_content: whether the module reads the item features F.
-    content_fields: fields the set-up and the trainer read: "knn_k" and "knn_include_self"
-      (the item kNN graph over F), "trainable_features" (whether F is fine-tuned).
+    item_graph: builds the item-item graph at set-up (None: the model has none).
+    content_fields: fields the set-up and the trainer read (the item graph's, "trainable_features":
+      whether F is fine-tuned, "edge_dropout": the user-item graph pruned every epoch).
   """
 
   module: type[nn.Module]
   objective: Objective
   loss: type
   uses_content: bool = False
+  item_graph: ItemGraph | None = None
   content_fields: tuple[str, ...] = ()
 
   @property
   def uses_knn_graph(self) -> bool:
-    """Whether the set-up builds the item kNN graph (and the users' block of the UI graph)."""
-    return "knn_k" in self.content_fields
+    """Whether the set-up builds an item-item graph (and the users' block of the UI graph)."""
+    return self.item_graph is not None
 
   def module_fields(self) -> tuple[str, ...]:
     """The module's configurable fields: all but Flax's and the data's sizes."""
-    skip = {"parent", "name", "num_users", "num_items"}
+    skip = {"parent", "name", "num_users", "num_items", "feature_dims"}
     return tuple(f.name for f in dataclasses.fields(self.module) if f.name not in skip)
 
 
@@ -189,7 +255,16 @@ MODELS: dict[str, ModelSpec] = {
     alignrec_objective,
     AlignRecLoss,
     uses_content=True,
+    item_graph=alignrec_item_graph,
     content_fields=("knn_k", "knn_include_self", "trainable_features"),
+  ),
+  "freedom": ModelSpec(
+    FREEDOM,
+    freedom_objective,
+    FreedomLoss,
+    uses_content=True,
+    item_graph=freedom_item_graph,
+    content_fields=("knn_k", "image_weight", "edge_dropout", "trainable_features"),
   ),
   "bpr": ModelSpec(MatrixFactorization, bpr_emb_objective, EmbRegLoss),
   "lightgcn": ModelSpec(LightGCN, bpr_emb_objective, EmbRegLoss),
@@ -202,6 +277,9 @@ FIELD_RULES = {
   "embed_dim": POSITIVE_INT,
   "num_ui_layers": NONNEGATIVE_INT,
   "num_knn_layers": NONNEGATIVE_INT,
+  "num_mm_layers": NONNEGATIVE_INT,
+  "image_weight": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+  "edge_dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
   "knn_k": POSITIVE_INT,
   "knn_include_self": BOOL,
   "trainable_features": BOOL,
@@ -241,18 +319,23 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
 
 
 def build(
-  config: ml_collections.ConfigDict, *, num_users: int, num_items: int, batch_size: int
+  config: ml_collections.ConfigDict,
+  *,
+  num_users: int,
+  num_items: int,
+  batch_size: int,
+  feature_dims: tuple[int, ...] = (),
 ) -> tuple[nn.Module, Objective]:
   """(module, objective) of `config.model`, the objective's weights and batch size bound.
 
-  The objective is then `objective(emb, features, batch) -> (loss, terms)`.
+  The objective is then `objective(emb, features, batch) -> (loss, terms)`. `feature_dims`:
+  each modality's width in F, for a module that projects them one by one (FREEDOM).
   """
   spec = model_spec(config)
   group = config[config.name]
-  module = spec.module(
-    num_users=num_users,
-    num_items=num_items,
-    **{field: group[field] for field in spec.module_fields()},
-  )
+  sizes = dict(num_users=num_users, num_items=num_items)
+  if any(f.name == "feature_dims" for f in dataclasses.fields(spec.module)):
+    sizes["feature_dims"] = tuple(feature_dims)
+  module = spec.module(**sizes, **{field: group[field] for field in spec.module_fields()})
   weights = spec.loss(**group.loss.to_dict())
   return module, functools.partial(spec.objective, batch_size=batch_size, weights=weights)

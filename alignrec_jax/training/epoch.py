@@ -23,6 +23,9 @@ from alignrec_jax.training.parallel import Parallel
 Step = Callable[[Any, Any, jax.Array, jax.Array, jax.Array], tuple[Any, dict[str, jax.Array]]]
 
 
+_PREPARE_STREAM = 0x5EED  # fold_in constant of the `prepare` key
+
+
 def make_epoch(
   step: Step,
   *,
@@ -30,6 +33,7 @@ def make_epoch(
   batch_size: int,
   progress: Callable[[jax.Array], None] | None = None,
   parallel: Parallel | None = None,
+  prepare: Callable[[Any, jax.Array], Any] | None = None,
 ) -> Callable:
   """A jitted `(state, data, key) -> (state, mean loss terms)` running one whole epoch.
 
@@ -46,12 +50,17 @@ def make_epoch(
       `jax.debug.callback`, which carries no data back: the results are the same without it).
     parallel: the devices: each step's batch rows are split across them (`parallel.py`);
       the state and data come in replicated. None: one device.
+    prepare: `(data, key) -> data`, run once at the epoch's start with a key of its own (e.g.
+      FREEDOM's freshly pruned graph); the steps read what it returns.
   """
   num_batches = math.ceil(num_examples / batch_size)
   padding = num_batches * batch_size - num_examples
 
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, data, key: jax.Array):
+    if prepare is not None:
+      # folded in, not split off: the order and step keys stay those of every other model.
+      data = prepare(data, jax.random.fold_in(key, _PREPARE_STREAM))
     order_key, step_key = jax.random.split(key)
     order = jax.random.permutation(order_key, num_examples)
     rows = jnp.concatenate([order, jnp.zeros(padding, order.dtype)]).reshape(num_batches, -1)
@@ -74,7 +83,10 @@ def make_epoch(
 
 class ScannedEpoch:
   """A stage's trainer gets its epoch from this mixin: `make_epoch` of its `train_step`, over
-  its `num_examples` in batches of `batch_size`, on its `parallel` devices."""
+  its `num_examples` in batches of `batch_size`, on its `parallel` devices, after its
+  `prepare_epoch` (None: nothing to prepare)."""
+
+  prepare_epoch = None
 
   def make_train_epoch(self, progress: Callable[[jax.Array], None] | None = None) -> Callable:
     """The jitted, state-donating `(state, data, key) -> (state, mean terms)` of one epoch."""
@@ -84,4 +96,5 @@ class ScannedEpoch:
       batch_size=self.batch_size,
       progress=progress,
       parallel=self.parallel,
+      prepare=self.prepare_epoch,
     )

@@ -28,6 +28,7 @@ import optax
 from flax.training.train_state import TrainState
 
 from alignrec_jax import graph as graph_lib
+from alignrec_jax import sampling
 from alignrec_jax.data import Dataset, combine_features, load_mmrec, synthetic_features
 from alignrec_jax.data.prepare import movielens
 from alignrec_jax.data.prepare.synthetic import prepare_synthetic
@@ -54,7 +55,7 @@ from alignrec_jax.evaluation.ranking import METRICS
 from alignrec_jax.models import Graphs
 from alignrec_jax.objectives import stage2 as objectives
 from alignrec_jax.objectives.stage2 import Batch, Objective
-from alignrec_jax.propagation import KERNELS, SparseOperator, default_kernel
+from alignrec_jax.propagation import KERNELS, SparseOperator, bipartite_operator, default_kernel
 from alignrec_jax.sampling import NegativeSampler
 from alignrec_jax.training import loop, optimizer, reporting
 from alignrec_jax.training import parallel as parallel_lib
@@ -165,6 +166,7 @@ class Experiment:
   feature_description: str
   setup_seconds: dict[str, float]
   parallel: Parallel  # the devices the arrays above are on
+  feature_dims: tuple[int, ...] = ()  # each modality's width in F, in order
 
 
 def dataset_folder(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -228,20 +230,22 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
     dataset.train, num_users=dataset.num_users, num_items=dataset.num_items
   )
   graphs = Graphs(user_item=SparseOperator.from_graph(ui_graph, kernel=kernel))
-  features, description = None, "none (ID-only model)"
+  features, description, modalities = None, "none (ID-only model)", []
   spec = objectives.model_spec(config.model)
   if spec.uses_content:
     features, description = item_features(config.data, dataset)
-  if spec.uses_knn_graph:
+    modalities = list(dataset.features.values()) or [features]  # synthetic: one modality
+  if spec.item_graph is not None:
     group = config.model[config.model.name]
     block = graph_lib.user_rows(ui_graph, num_users=dataset.num_users)
-    knn = graph_lib.knn_graph(features, k=group.knn_k, include_self=group.knn_include_self)
     graphs = Graphs(
       user_item=graphs.user_item,
       user_item_block=SparseOperator.from_graph(
         block, shape=(dataset.num_users, dataset.num_items), kernel=kernel
       ),
-      item_knn=SparseOperator.from_graph(knn, kernel=kernel),
+      item_knn=SparseOperator.from_graph(
+        spec.item_graph(group, modalities, features), kernel=kernel
+      ),
     )
   if features is not None:
     features = jnp.asarray(features)
@@ -275,8 +279,17 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
     )
   seconds["sampler_and_eval_data"] = time.perf_counter() - start
   # In field order: dataset, train data, evaluation data (all users, short histories), the
-  # feature description, the set-up seconds and the devices.
-  return Experiment(dataset, train_data, eval_data, short_eval_data, description, seconds, parallel)
+  # feature description, the set-up seconds, the devices and the modalities' widths.
+  return Experiment(
+    dataset,
+    train_data,
+    eval_data,
+    short_eval_data,
+    description,
+    seconds,
+    parallel,
+    feature_dims=tuple(m.shape[1] for m in modalities),
+  )
 
 
 # ----------------------------------------------------------------------------- the model's run
@@ -294,6 +307,8 @@ class Recommender(ScannedEpoch):
     num_examples: training interactions: the examples of an epoch.
     batch_size: interactions per step (the global batch, split across `parallel`'s devices).
     parallel: the devices.
+    edge_keep: > 0: every epoch trains on a user-item graph of this many of the training edges,
+      drawn afresh (FREEDOM's degree-sensitive pruning); 0: on the whole graph.
   """
 
   module: nn.Module
@@ -303,6 +318,34 @@ class Recommender(ScannedEpoch):
   num_examples: int
   batch_size: int
   parallel: Parallel = Parallel(mesh=None)
+  edge_keep: int = 0
+
+  @property
+  def prepare_epoch(self) -> Callable[[TrainData, jax.Array], TrainData] | None:
+    """What each epoch does to the data before its steps: FREEDOM's pruned graph, or nothing."""
+    if not self.edge_keep:
+      return None
+
+    def prune(data: TrainData, key: jax.Array) -> TrainData:
+      num_users, num_items = self.module.num_users, self.module.num_items
+      users, items = sampling.degree_sensitive_edges(
+        key,
+        data.train_users,
+        data.train_items,
+        num_users=num_users,
+        num_items=num_items,
+        keep=self.edge_keep,
+      )
+      pruned = bipartite_operator(
+        users,
+        items,
+        num_users=num_users,
+        num_items=num_items,
+        kernel=data.graphs.user_item.kernel,
+      )
+      return dataclasses.replace(data, graphs=dataclasses.replace(data.graphs, user_item=pruned))
+
+    return prune
 
   @property
   def steps_per_epoch(self) -> int:
@@ -367,6 +410,7 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
     num_users=dataset.num_users,
     num_items=dataset.num_items,
     batch_size=config.train.batch_size,
+    feature_dims=exp.feature_dims,
   )
   num_train = len(dataset.train)
   steps_per_epoch = math.ceil(num_train / config.train.batch_size)
@@ -378,10 +422,17 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
       config.optim, steps_per_epoch=steps_per_epoch, num_epochs=config.train.max_epochs
     ),
     trainable_features="trainable_features" in spec.content_fields and group.trainable_features,
+    edge_keep=_edge_keep(group, num_train),
     num_examples=num_train,
     batch_size=config.train.batch_size,
     parallel=exp.parallel,
   )
+
+
+def _edge_keep(group: ml_collections.ConfigDict, num_train: int) -> int:
+  """Training edges each epoch keeps under `edge_dropout` (MMRec: int(E (1 - dropout))); 0: all."""
+  dropout = group.get("edge_dropout", 0.0)
+  return int(num_train * (1.0 - dropout)) if dropout > 0 else 0
 
 
 def make_task(
