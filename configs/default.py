@@ -61,6 +61,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.lightgcn = ml_collections.ConfigDict(
     dict(embed_dim=64, num_ui_layers=2, loss=dict(reg_weight=1e-4))
   )
+  # MMRec's BM3 (no negatives: a predictor head against dropped-out, gradient-stopped targets),
+  # the first value of each of its lists; lr 1e-3 without decay (set optim.lr_decay=1.0).
+  config.model.bm3 = ml_collections.ConfigDict(
+    dict(
+      embed_dim=64,
+      num_ui_layers=1,
+      trainable_features=True,
+      loss=dict(dropout=0.3, reg_weight=0.1, cl_weight=2.0),
+    )
+  )
   # MMRec's FREEDOM, the first value of each of its lists: a frozen item graph mixing each
   # modality's binary kNN graph (the first feature file, MMRec's image slot, weighted
   # image_weight), the user-item graph pruned afresh every epoch (edge_dropout), reg_weight the

@@ -1,5 +1,7 @@
 """The stage-2 models and objectives against a dense NumPy re-implementation of the spec."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -133,6 +135,12 @@ def _model_config(name="alignrec"):
       lightgcn=dict(embed_dim=DIM, num_ui_layers=2, loss=dict(reg_weight=1e-4)),
       bpr=dict(embed_dim=DIM, loss=dict(reg_weight=1e-3)),
       vbpr=dict(embed_dim=DIM, loss=dict(reg_weight=1e-2)),
+      bm3=dict(
+        embed_dim=DIM,
+        num_ui_layers=1,
+        trainable_features=True,
+        loss=dict(dropout=0.0, reg_weight=0.1, cl_weight=2.0),
+      ),
       freedom=dict(
         embed_dim=DIM,
         num_ui_layers=2,
@@ -177,9 +185,14 @@ def test_lightgcn_objective_matches_mmrec():
 
 def test_model_spec_checks_the_model_group():
   specs = {name: stage2.model_spec(_model_config(name)) for name in stage2.MODELS}
-  assert set(specs) == {"alignrec", "bpr", "freedom", "lightgcn", "vbpr"}
-  assert [n for n, s in specs.items() if s.uses_content] == ["alignrec", "freedom", "vbpr"]
-  assert [n for n, s in specs.items() if s.uses_knn_graph] == ["alignrec", "freedom"]
+  assert set(specs) == {"alignrec", "bm3", "bpr", "freedom", "lightgcn", "vbpr"}
+  assert sorted(n for n, s in specs.items() if s.uses_content) == [
+    "alignrec",
+    "bm3",
+    "freedom",
+    "vbpr",
+  ]
+  assert sorted(n for n, s in specs.items() if s.uses_knn_graph) == ["alignrec", "freedom"]
   with pytest.raises(ConfigError, match="unknown model 'mf'"):
     stage2.model_spec(_model_config("mf"))
   renamed = _model_config()  # AlignRec's l2_weight under its old name
@@ -287,3 +300,60 @@ def test_freedom_forward_and_loss_match_numpy():
   total, terms = objective(emb, feats, BATCH)
   np.testing.assert_allclose(total, expected, rtol=1e-5)
   assert set(terms) == {"bpr", "modality_bpr"}
+
+
+def test_bm3_forward_and_loss_match_numpy():
+  """Targets: LightGCN (+ the item's own ID row); online views and scores: one predictor head;
+  the loss: 1 - cos of online against target for users, items and each modality, EmbLoss over
+  the whole target tables / I, all checked with dropout 0; dropout then draws from the key."""
+  graphs, a_hat, _ = _graphs("csr")
+  config = _model_config("bm3")
+  module, objective = stage2.build(
+    config, num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2)
+  )
+  feats = jnp.asarray(FEATS)
+  params = module.init(jax.random.key(6), graphs, feats)["params"]
+  emb = module.apply({"params": params}, graphs, feats)
+  p64 = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+  x0 = p64["ids"]["embedding"]
+  targets = (x0 + a_hat @ x0) / 2
+  targets[U:] += x0[U:]
+
+  def head(x):
+    return x @ p64["predictor"]["kernel"] + p64["predictor"]["bias"]
+
+  online = head(targets)
+  projections = [
+    part @ p64[f"modality_{m}"]["kernel"] + p64[f"modality_{m}"]["bias"]
+    for m, part in enumerate((FEATS[:, :3], FEATS[:, 3:]))
+  ]
+  np.testing.assert_allclose(emb.targets, targets, rtol=1e-5, atol=1e-6)
+  users_z, items_z = emb.final()
+  np.testing.assert_allclose(users_z, online[:U], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(items_z, online[U:], rtol=1e-5, atol=1e-6)
+
+  def cos_loss(a, b):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return 1 - np.mean((a * b).sum(1))
+
+  u, p = np.asarray(BATCH.users)[:3], np.asarray(BATCH.pos_items)[:3]
+  item_t = targets[U + p]
+  expected = (
+    cos_loss(online[u], item_t)
+    + cos_loss(online[U + p], targets[u])
+    + 0.1 * (np.linalg.norm(targets[:U]) + np.linalg.norm(targets[U:])) / I
+    + 2.0
+    * sum(
+      cos_loss(head(proj)[p], item_t) + cos_loss(head(proj)[p], proj[p]) for proj in projections
+    )
+  )
+  batch = dataclasses.replace(BATCH, key=jax.random.key(0))
+  total, terms = objective(emb, feats, batch)
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  assert set(terms) == {"ui", "reg", "modality"}
+  config.bm3.loss.dropout = 0.5
+  _, dropped = stage2.build(config, num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2))
+  first, again = dropped(emb, feats, batch)[0], dropped(emb, feats, batch)[0]
+  other = dropped(emb, feats, dataclasses.replace(batch, key=jax.random.key(1)))[0]
+  assert first == again and first != other and first != total

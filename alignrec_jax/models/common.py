@@ -60,8 +60,13 @@ class Embeddings:
   content_users: jax.Array | None  # [U, d] the content branch M_u (AlignRec only)
   content_items: jax.Array | None  # [I, d] M_i (AlignRec; FREEDOM's h)
   num_users: int = dataclasses.field(metadata=dict(static=True))
-  # [I, d] per modality: each modality's features projected (FREEDOM's auxiliary BPR term).
+  # [I, d] per modality: each modality's features projected (FREEDOM's auxiliary BPR term;
+  # BM3's online views).
   modality_items: tuple[jax.Array, ...] = ()
+  # BM3: [U + I, d] the representations before its predictor head (`ids` holds the head's
+  # output, which scores), and each modality's projection before the head.
+  targets: jax.Array | None = None
+  modality_targets: tuple[jax.Array, ...] = ()
 
   def user_rows(self, users: jax.Array) -> jax.Array:
     """z_u for the given users: [B] -> [B, d]."""

@@ -32,6 +32,7 @@ from alignrec_jax.errors import (
   is_number,
 )
 from alignrec_jax.models.alignrec import AlignRec
+from alignrec_jax.models.bm3 import BM3
 from alignrec_jax.models.common import Embeddings
 from alignrec_jax.models.freedom import FREEDOM
 from alignrec_jax.models.lightgcn import LightGCN
@@ -49,6 +50,7 @@ class Batch:
   pos_items: jax.Array  # [B] int32
   neg_items: jax.Array  # [B] int32
   mask: jax.Array  # [B] float32
+  key: jax.Array | None = None  # the step's randomness for an objective that needs some (BM3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +192,60 @@ def freedom_objective(
   return sum(terms.values()), terms
 
 
+@dataclasses.dataclass(frozen=True)
+class BM3Loss:
+  """BM3's loss weights.
+
+  Attributes:
+    dropout: the fraction of the targets' entries dropped out (scaled as torch's F.dropout).
+    reg_weight: multiplies MMRec's EmbLoss over the whole target tables, (|users|_F +
+      |items|_F) / I.
+    cl_weight: weight of the modality terms (each modality's online view against the item's
+      target and against its own dropped-out projection).
+  """
+
+  dropout: float
+  reg_weight: float
+  cl_weight: float
+
+
+def bm3_objective(
+  emb: Embeddings, features: jax.Array, batch: Batch, *, batch_size: int, weights: BM3Loss
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MMRec's BM3 loss on the batch's (user, positive) pairs (no negatives): 1 - cosine between
+  each online view and a dropped-out, gradient-stopped target."""
+  del features, batch_size
+  users, items, mask = batch.users, batch.pos_items, batch.mask
+  user_key, item_key, *modality_keys = jax.random.split(batch.key, 2 + len(emb.modality_items))
+
+  def target(key: jax.Array, rows: jax.Array) -> jax.Array:
+    rows = jax.lax.stop_gradient(rows)
+    keep = jax.random.bernoulli(key, 1.0 - weights.dropout, rows.shape)
+    return jnp.where(keep, rows / (1.0 - weights.dropout), 0.0)
+
+  num_users = emb.num_users
+  user_target = target(user_key, emb.targets[users])
+  item_target = target(item_key, emb.targets[num_users + items])
+  terms = {
+    "ui": losses.cosine_alignment(users=emb.ids[users], items=item_target, mask=mask)
+    + losses.cosine_alignment(users=emb.ids[num_users + items], items=user_target, mask=mask),
+    "reg": weights.reg_weight
+    * (jnp.linalg.norm(emb.targets[:num_users]) + jnp.linalg.norm(emb.targets[num_users:]))
+    / (emb.targets.shape[0] - num_users),
+  }
+  if emb.modality_items:
+    modality = 0.0
+    for key, online, own in zip(
+      modality_keys, emb.modality_items, emb.modality_targets, strict=True
+    ):
+      modality += losses.cosine_alignment(users=online[items], items=item_target, mask=mask)
+      modality += losses.cosine_alignment(
+        users=online[items], items=target(key, own[items]), mask=mask
+      )
+    terms["modality"] = weights.cl_weight * modality
+  return sum(terms.values()), terms
+
+
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 # item_graph(model group, modalities [I, D_m] each, F [I, D]) -> the item-item graph.
 ItemGraph = Callable[
@@ -266,6 +322,9 @@ MODELS: dict[str, ModelSpec] = {
     item_graph=freedom_item_graph,
     content_fields=("knn_k", "image_weight", "edge_dropout", "trainable_features"),
   ),
+  "bm3": ModelSpec(
+    BM3, bm3_objective, BM3Loss, uses_content=True, content_fields=("trainable_features",)
+  ),
   "bpr": ModelSpec(MatrixFactorization, bpr_emb_objective, EmbRegLoss),
   "lightgcn": ModelSpec(LightGCN, bpr_emb_objective, EmbRegLoss),
   "vbpr": ModelSpec(VBPR, bpr_emb_objective, EmbRegLoss, uses_content=True),
@@ -283,6 +342,13 @@ FIELD_RULES = {
   "knn_k": POSITIVE_INT,
   "knn_include_self": BOOL,
   "trainable_features": BOOL,
+}
+
+
+# Loss fields other than weights (which must be >= 0).
+LOSS_FIELD_RULES = {
+  "temperature": POSITIVE,
+  "dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
 }
 
 
@@ -312,7 +378,7 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
   check_values(group, {f: FIELD_RULES[f] for f in group if f != "loss"}, path=path)
   check_values(
     group.loss,
-    {f: POSITIVE if f == "temperature" else NONNEGATIVE for f in loss_fields},
+    {f: LOSS_FIELD_RULES.get(f, NONNEGATIVE) for f in loss_fields},
     path=f"{path}.loss",
   )
   return spec

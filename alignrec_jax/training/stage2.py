@@ -384,6 +384,8 @@ class Recommender(ScannedEpoch):
       pos_items=data.train_items[rows],
       neg_items=data.sampler.sample(key, users),
       mask=real.astype(jnp.float32),
+      # Folded in, not split off: the negatives' key stays what it is for every model.
+      key=jax.random.fold_in(key, 1),
     )
     (loss, terms), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, data, batch)
     return state.apply_gradients(grads=grads), {"loss": loss, **terms}
