@@ -353,7 +353,10 @@ def test_a_changed_config_stops_the_resume_naming_the_fields(tmp_path, reference
     config.data.cache_dir = os.path.join(workdir, cache, "data")
     return config
 
-  stage2.train_and_evaluate(config(2, "first"), workdir)
+  first = config(2, "first")
+  with first.model.unlocked():
+    del first.model["bm3"]  # as if written before BM3 was added
+  stage2.train_and_evaluate(first, workdir)
   changed = config(3, "first")
   changed.optim.lr = 5e-4
   changed.model.alignrec.loss.cl_weight = 0.1
@@ -363,9 +366,11 @@ def test_a_changed_config_stops_the_resume_naming_the_fields(tmp_path, reference
     r"optim\.lr: 0\.001 -> 0\.0005",
   ):
     stage2.train_and_evaluate(changed, workdir)
-  # A longer run, another checkpoint cadence and a moved data folder are no change.
+  # A longer run, another checkpoint cadence, a moved data folder and another model's group
+  # (changed, or missing from the saved config as when a model is added later) are no change.
   same = config(3, "moved")
   same.train.checkpoint_every = 5
+  same.model.lightgcn.embed_dim = 7
   os.rename(os.path.join(workdir, "first"), os.path.join(workdir, "moved"))
   stage2.train_and_evaluate(same, workdir)
   _, reference_params = _params(reference)

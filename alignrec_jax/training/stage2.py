@@ -459,8 +459,9 @@ def make_task(
   return loop.Task(
     name="stage 2",
     # What a resumed run may change: the run's length and checkpoint cadence, TensorBoard, the
-    # evaluation's chunking, the devices (equal to float rounding) and the stage-1 and pipeline
-    # groups (not read here); paths compare by file name.
+    # evaluation's chunking, the devices (equal to float rounding), and the groups not read
+    # here: stage 1's, the pipeline's and the other models' (so a model added to the registry
+    # after a run started does not stop it resuming); paths compare by file name.
     free_fields=(
       "train.max_epochs",
       "train.checkpoint_every",
@@ -469,6 +470,7 @@ def make_task(
       "parallel.",
       "stage1.",
       "pipeline.",
+      *(f"model.{name}." for name in objectives.MODELS if name != config.model.name),
     ),
     path_fields=("data.path", "data.cache_dir", "data.features"),
     init_state=lambda key: recommender.init_state(key, exp.train_data),
