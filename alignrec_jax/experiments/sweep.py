@@ -281,16 +281,46 @@ def run_sweep(
 
 def _run_sweep(base, workdir, inputs, grid, seeds, *, parallel, time_budget, max_new_runs):
   root = os.path.join(workdir, "runs")
-  os.makedirs(root, exist_ok=True)
   grid_runs = make_runs(inputs, parse_grid(grid), seeds)
-  for run in grid_runs:
-    run.config(base)  # a bad grid field fails here, before anything is trained
-  summaries = _read_back(grid_runs, base, root)
-  todo = [r for r in grid_runs if r not in summaries]
+  start = time.monotonic()
+  summaries = train_runs(
+    grid_runs, base, root, parallel=parallel, time_budget=time_budget, max_new_runs=max_new_runs
+  )
+  rows = table(select(grid_runs, summaries), summaries)
+  result = {
+    "inputs": dict(inputs),
+    "grid": list(grid),
+    "seeds": list(seeds),
+    "minutes": (time.monotonic() - start) / 60,
+    "table": rows,
+  }
+  files.atomic_write(os.path.join(workdir, "sweep.json"), json.dumps(result, indent=1))
+  return result
+
+
+def train_runs(
+  runs_list: Sequence[Run],
+  base: ml_collections.ConfigDict,
+  root: str,
+  *,
+  parallel: int = 1,
+  time_budget: float = 0.0,
+  max_new_runs: int = -1,
+) -> dict[Run, dict[str, Any]]:
+  """Trains the runs not finished yet, `parallel` at once; returns every finished run's summary.
+
+  Each run trains in ROOT/input/setting/seed_N in a worker process of its own; a run that fails
+  is reported and left out. The arguments after `root` are `run_sweep`'s.
+  """
+  os.makedirs(root, exist_ok=True)
+  for run in runs_list:
+    run.config(base)  # a bad field fails here, before anything is trained
+  summaries = _read_back(runs_list, base, root)
+  todo = [r for r in runs_list if r not in summaries]
   if max_new_runs >= 0:
     todo = todo[:max_new_runs]
   reporting.log(
-    f"sweep: {len(grid_runs)} runs, {len(summaries)} finished already, "
+    f"sweep: {len(runs_list)} runs, {len(summaries)} finished already, "
     f"{len(todo)} to go, {parallel} at once"
   )
   start = time.monotonic()
@@ -310,17 +340,7 @@ def _run_sweep(base, workdir, inputs, grid, seeds, *, parallel, time_budget, max
       future = pool.submit(runs.stage2_in_subprocess, run.config(base), run.workdir(root))
       pending[future] = run
     _collect(concurrent.futures.wait(pending).done, pending, summaries, root)
-
-  rows = table(select(grid_runs, summaries), summaries)
-  result = {
-    "inputs": dict(inputs),
-    "grid": list(grid),
-    "seeds": list(seeds),
-    "minutes": (time.monotonic() - start) / 60,
-    "table": rows,
-  }
-  files.atomic_write(os.path.join(workdir, "sweep.json"), json.dumps(result, indent=1))
-  return result
+  return summaries
 
 
 def _collect(done, pending: dict, summaries: dict, root: str) -> None:
