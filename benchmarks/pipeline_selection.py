@@ -49,13 +49,23 @@ def best_per_seed(runs: list[dict], input_name: str) -> dict[int, dict]:
   return best
 
 
+_COLUMNS = ("valid/recall@20",) + tuple(
+  f"{split}/{metric}" for split in ("test", "test_short") for metric in _METRICS
+)
+
+
 def row(chosen: list[dict]) -> str:
-  cells = []
-  for split in ("test", "test_short"):
-    for metric in _METRICS:
-      values = [r[f"{split}/{metric}"] for r in chosen]
-      cells.append(f"{np.mean(values):.4f}±{np.std(values):.4f}")
-  return " | ".join(cells)
+  return " | ".join(
+    f"{np.mean([r[c] for r in chosen]):.4f}±{np.std([r[c] for r in chosen]):.4f}" for c in _COLUMNS
+  )
+
+
+def margin(chosen: list[dict], against: list[dict], column: str) -> str:
+  """mean(chosen) - mean(against) in `column`, also in pooled standard deviations."""
+  a, b = [r[column] for r in chosen], [r[column] for r in against]
+  pooled = np.sqrt((np.var(a) + np.var(b)) / 2)
+  diff = np.mean(a) - np.mean(b)
+  return f"{diff:+.4f} ({diff / pooled:+.1f} pooled std)" if pooled > 0 else f"{diff:+.4f}"
 
 
 def main(argv):
@@ -63,13 +73,32 @@ def main(argv):
   sources = dict(s.split(":", 1) for s in _SOURCES.value)
   runs = load_runs(_DATASET.value, sources)
   per_input = {name: best_per_seed(runs, name) for name in _CANDIDATES.value}
+  missing = [name for name, best in per_input.items() if not best]
+  if missing:
+    raise app.UsageError(f"no {_DATASET.value} runs of {', '.join(missing)} in {RESULTS}")
   seeds = sorted(set.intersection(*(set(b) for b in per_input.values())))
-  print(f"{_DATASET.value}, seeds {seeds}; test R@20 | N@20 | short-history test R@20 | N@20")
+  if not seeds:
+    raise app.UsageError(
+      f"the candidates' runs share no seed: { {n: sorted(b) for n, b in per_input.items()} }"
+    )
+  print(
+    f"{_DATASET.value}, seeds {seeds}; valid R@20 | test R@20 | N@20 | "
+    "short-history test R@20 | N@20"
+  )
+  width = max(len(n) for n in per_input) + 1
   for name, best in per_input.items():
-    print(f"  {name:<10} {row([best[s] for s in seeds])}")
+    print(f"  {name:<{width}} {row([best[s] for s in seeds])}")
   picks = {s: max(per_input, key=lambda n, s=s: per_input[n][s]["valid/recall@20"]) for s in seeds}
-  print(f"  {'selected':<10} {row([per_input[picks[s]][s] for s in seeds])}")
+  selected = [per_input[picks[s]][s] for s in seeds]
+  print(f"  {'selected':<{width}} {row(selected)}")
   print("  chosen per seed: " + ", ".join(f"{s}: {picks[s]}" for s in seeds))
+  for metric in _METRICS:
+    column = f"test/{metric}"
+    best_name = max(per_input, key=lambda n: np.mean([per_input[n][s][column] for s in seeds]))
+    best = [per_input[best_name][s] for s in seeds]
+    print(
+      f"  selected - best single input on {column} ({best_name}): " + margin(selected, best, column)
+    )
 
 
 if __name__ == "__main__":
