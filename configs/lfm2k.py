@@ -21,6 +21,6 @@ def get_config():
   config.pipeline.candidates = ("stage1", "raw", "text", "audio")
   # The raw text_feat.npy pools 256 MiniLM tokens and 48% of the tag texts are longer than the
   # default 64: stage 1 reads as much of the text as the raw feature it is compared with.
-  # (About 6x the default's stage-1 time: ~1 minute an epoch on a 2-core CPU.)
+  # (About 23 s an epoch on a 2-core CPU, 10.5 GB peak memory: benchmarks/README.md.)
   config.stage1.data.text_max_tokens = 256
   return config

@@ -1,0 +1,72 @@
+r"""The paper's comparison on one dataset: every model, several seeds, one report.
+
+  python -m launch.compare --config=configs/lfm2k.py --workdir=runs/lfm2k_compare \
+      --model_configs=freedom=configs/freedom_lfm2k.py,bm3=configs/bm3_lfm2k.py --parallel=2
+
+Models (`--models`, default all): bpr (BPR-MF), vbpr, lightgcn, freedom, bm3 (MMRec's defaults:
+lr 1e-3 without decay, the feature files as given), alignrec_raw (AlignRec on the raw
+features), alignrec (on the stage-1 features; stage 1 trains once in WORKDIR/stage1, or
+--stage1_features=FILE). `--model_configs=MODEL=FILE,...` gives a model a config file of its
+own instead of the dataset's (`--config.*` flags apply to the dataset config only). Each run
+trains in WORKDIR/runs/MODEL/SETTING/seed_N in a process of its own, resumable, read back when
+finished. Writes WORKDIR/report.md (tables and plots beside it) and WORKDIR/compare.json.
+"""
+
+import importlib.util
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from alignrec_jax.errors import ConfigError
+from alignrec_jax.experiments import compare
+from alignrec_jax.training import reporting
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The dataset's config.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The comparison's folder.", required=True)
+_MODELS = flags.DEFINE_list("models", None, "Models to compare (default: all; see above).")
+_MODEL_CONFIGS = flags.DEFINE_list(
+  "model_configs", [], "MODEL=CONFIG_FILE: a model's own config file instead of --config."
+)
+_SEEDS = flags.DEFINE_list("seeds", ["999", "1000", "1001"], "Seeds.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
+_STAGE1_FEATURES = flags.DEFINE_string(
+  "stage1_features", None, "A stage-1 feature file to use instead of training stage 1."
+)
+
+
+def load_config_file(path: str):
+  """`get_config()` of the config file at `path` (as --config reads one)."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"--model_configs: {path}: no such config file")
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def main(argv):
+  del argv
+  reporting.show_progress()
+  model_configs = {}
+  for entry in _MODEL_CONFIGS.value:
+    key, sep, path = entry.partition("=")
+    if not sep or not key or not path:
+      raise ConfigError(f"--model_configs: {entry!r}: expected MODEL=CONFIG_FILE")
+    model_configs[key] = load_config_file(path)
+  result = compare.run_comparison(
+    _CONFIG.value,
+    _WORKDIR.value,
+    [int(s) for s in _SEEDS.value],
+    keys=_MODELS.value,
+    model_configs=model_configs,
+    stage1_features=_STAGE1_FEATURES.value,
+    parallel=_PARALLEL.value,
+  )
+  print(compare.write_report(result, _WORKDIR.value))
+  print(f"report: {os.path.join(_WORKDIR.value, compare.REPORT_FILE)}")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
