@@ -154,6 +154,22 @@ def knn_graph(
   return _graph(neighbours.ravel(), rows, weights.ravel(), num_nodes=num_items)
 
 
+def block_diagonal(graphs: list[jraph.GraphsTuple]) -> jraph.GraphsTuple:
+  """One graph holding `graphs` side by side: graph m's nodes become m * n + [0, n), for M
+  graphs of n nodes each, so one propagation over [M n, d] rows runs all of them (MGCN's
+  per-modality item graphs). Edges stay sorted by receiver."""
+  num_nodes = {int(g.n_node.sum()) for g in graphs}
+  if len(num_nodes) != 1:
+    raise ValueError(f"block_diagonal needs graphs of one size, got {sorted(num_nodes)} nodes")
+  (n,) = num_nodes
+  return _graph(
+    np.concatenate([g.senders + m * n for m, g in enumerate(graphs)]),
+    np.concatenate([g.receivers + m * n for m, g in enumerate(graphs)]),
+    np.concatenate([g.edges for g in graphs]),
+    num_nodes=n * len(graphs),
+  )
+
+
 def knn_neighbours(
   features: np.ndarray, *, k: int, include_self: bool = True, block_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

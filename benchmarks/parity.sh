@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The runs behind the parity table in benchmarks/README.md: our code at the authors' settings on
 # the files they ran (../shared/data/README.md), three seeds each. Results: RUNS/*/seeds.json and
-# the printed tables (tee'd into RUNS/*.txt). About 45 minutes on a 2-core CPU.
+# the printed tables (tee'd into RUNS/*.txt). About 75 minutes on a 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/parity}
@@ -23,3 +23,6 @@ run lfm2k_lightgcn --config=configs/lightgcn_lfm2k.py --reference=lfm2k-lightgcn
 run lfm2k_alignrec_raw --config=configs/lfm2k.py --config.data.normalize_features=False \
   --reference=lfm2k-alignrec-raw
 run lfm2k_alignrec_normalized --config=configs/lfm2k.py --reference=lfm2k-alignrec-raw
+# MMRec's FREEDOM and BM3 on lfm2k (audio in MMRec's image slot), to early stopping.
+run lfm2k_freedom --config=configs/freedom_lfm2k.py --reference=lfm2k-freedom
+run lfm2k_bm3 --config=configs/bm3_lfm2k.py

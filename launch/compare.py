@@ -1,13 +1,15 @@
 r"""The paper's comparison on one dataset: every model, several seeds, one report.
 
   python -m launch.compare --config=configs/lfm2k.py --workdir=runs/lfm2k_compare \
-      --model_configs=freedom=configs/freedom_lfm2k.py,bm3=configs/bm3_lfm2k.py --parallel=2
+      --model_configs=freedom=configs/freedom_lfm2k.py,bm3=configs/bm3_lfm2k.py \
+      --model_configs=mgcn=configs/mgcn_lfm2k.py --parallel=2
 
-Models (`--models`, default all): bpr (BPR-MF), vbpr, lightgcn, freedom, bm3 (MMRec's defaults:
-lr 1e-3 without decay, the feature files as given), alignrec_raw (AlignRec on the raw
-features), alignrec (on the stage-1 features; stage 1 trains once in WORKDIR/stage1, or
---stage1_features=FILE). `--model_configs=MODEL=FILE,...` gives a model a config file of its
-own instead of the dataset's (`--config.*` flags apply to the dataset config only). Each run
+Models (`--models`, default all): bpr (BPR-MF), vbpr, lightgcn, freedom, bm3, mgcn (MMRec's
+defaults: lr 1e-3, without decay but for MGCN's, the feature files as given), alignrec_raw
+(AlignRec on the raw features), alignrec (on the stage-1 features; stage 1 trains once in
+WORKDIR/stage1, or --stage1_features=FILE). `--model_configs=MODEL=FILE,...` gives a model a
+config file of its own instead of the dataset's (`--config.*` flags apply to the dataset config
+only). Each run
 trains in WORKDIR/runs/MODEL/SETTING/seed_N in a process of its own, resumable, read back when
 finished. Writes WORKDIR/report.md (tables and plots beside it) and WORKDIR/compare.json.
 """
@@ -25,8 +27,11 @@ from alignrec_jax.training import reporting
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The dataset's config.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The comparison's folder.", required=True)
 _MODELS = flags.DEFINE_list("models", None, "Models to compare (default: all; see above).")
-_MODEL_CONFIGS = flags.DEFINE_list(
-  "model_configs", [], "MODEL=CONFIG_FILE: a model's own config file instead of --config."
+_MODEL_CONFIGS = flags.DEFINE_multi_string(
+  "model_configs",
+  [],
+  "MODEL=CONFIG_FILE[,MODEL=CONFIG_FILE...]: a model's own config file instead of --config "
+  "(the flag may repeat).",
 )
 _SEEDS = flags.DEFINE_list("seeds", ["999", "1000", "1001"], "Seeds.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
@@ -49,7 +54,7 @@ def main(argv):
   del argv
   reporting.show_progress()
   model_configs = {}
-  for entry in _MODEL_CONFIGS.value:
+  for entry in (e for value in _MODEL_CONFIGS.value for e in value.split(",")):
     key, sep, path = entry.partition("=")
     if not sep or not key or not path:
       raise ConfigError(f"--model_configs: {entry!r}: expected MODEL=CONFIG_FILE")

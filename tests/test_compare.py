@@ -21,6 +21,7 @@ def test_models_are_picked_in_the_reports_order_and_unknown_ones_named():
     "lightgcn",
     "freedom",
     "bm3",
+    "mgcn",
     "alignrec",
   }
   with pytest.raises(ConfigError, match="unknown 'sasrec'"):

@@ -151,6 +151,14 @@ def _model_config(name="alignrec"):
         trainable_features=True,
         loss=dict(reg_weight=0.5),
       ),
+      mgcn=dict(
+        embed_dim=DIM,
+        num_ui_layers=2,
+        num_mm_layers=1,
+        knn_k=3,
+        trainable_features=True,
+        loss=dict(reg_weight=0.3, cl_weight=0.7, temperature=0.2),
+      ),
     )
   )
 
@@ -185,14 +193,15 @@ def test_lightgcn_objective_matches_mmrec():
 
 def test_model_spec_checks_the_model_group():
   specs = {name: stage2.model_spec(_model_config(name)) for name in stage2.MODELS}
-  assert set(specs) == {"alignrec", "bm3", "bpr", "freedom", "lightgcn", "vbpr"}
+  assert set(specs) == {"alignrec", "bm3", "bpr", "freedom", "lightgcn", "mgcn", "vbpr"}
   assert sorted(n for n, s in specs.items() if s.uses_content) == [
     "alignrec",
     "bm3",
     "freedom",
+    "mgcn",
     "vbpr",
   ]
-  assert sorted(n for n, s in specs.items() if s.uses_knn_graph) == ["alignrec", "freedom"]
+  assert sorted(n for n, s in specs.items() if s.uses_knn_graph) == ["alignrec", "freedom", "mgcn"]
   with pytest.raises(ConfigError, match="unknown model 'mf'"):
     stage2.model_spec(_model_config("mf"))
   renamed = _model_config()  # AlignRec's l2_weight under its old name
@@ -357,3 +366,78 @@ def test_bm3_forward_and_loss_match_numpy():
   first, again = dropped(emb, feats, batch)[0], dropped(emb, feats, batch)[0]
   other = dropped(emb, feats, dataclasses.replace(batch, key=jax.random.key(1)))[0]
   assert first == again and first != other and first != total
+
+
+def _numpy_mgcn_knn(x, k):
+  """MMRec's build_knn_normalized_graph(build_sim(x), k, sym), dense: each row's top k cosines
+  (itself included) kept as weights, D^-1/2 S D^-1/2 with D the kept row sums."""
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  sim = unit @ unit.T
+  kept = np.zeros_like(sim)
+  for i, row in enumerate(sim):
+    top = np.argsort(-row)[:k]
+    kept[i, top] = row[top]
+  inv = kept.sum(1) ** -0.5
+  return inv[:, None] * kept * inv[None, :]
+
+
+def test_mgcn_forward_and_loss_match_mmrec_written_in_numpy():
+  """MMRec's MGCN.forward and calculate_loss, line for line in float64 NumPy (two modalities:
+  image = the first feature columns, text = the rest)."""
+  graphs, a_hat, _ = _graphs("csr")
+  image, text = FEATS[:, :3].astype(np.float64), FEATS[:, 3:].astype(np.float64)
+  item_graph = stage2.mgcn_item_graph(ml_collections.ConfigDict(dict(knn_k=3)), [image, text], None)
+  s_image, s_text = _numpy_mgcn_knn(image, 3), _numpy_mgcn_knn(text, 3)
+  np.testing.assert_allclose(ref.dense(item_graph)[:I, :I], s_image, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(ref.dense(item_graph)[I:, I:], s_text, rtol=1e-5, atol=1e-7)
+  assert not ref.dense(item_graph)[:I, I:].any() and not ref.dense(item_graph)[I:, :I].any()
+  graphs = dataclasses.replace(graphs, item_knn=SparseOperator.from_graph(item_graph, kernel="csr"))
+  module, objective = stage2.build(
+    _model_config("mgcn"), num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2)
+  )
+  feats = jnp.asarray(FEATS)
+  params = module.init(jax.random.key(6), graphs, feats)["params"]
+  emb = module.apply({"params": params}, graphs, feats)
+  p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+
+  def linear(name, x):
+    return x @ p[name]["kernel"] + p[name].get("bias", 0.0)
+
+  x0 = p["ids"]["embedding"]
+  content = (x0 + a_hat @ x0 + a_hat @ a_hat @ x0) / 3
+  r_hat = a_hat[:U, U:]
+  views = []
+  for m, (part, s) in enumerate(((image, s_image), (text, s_text))):
+    item_embeds = x0[U:] * ref.sigmoid(linear(f"purifier_{m}", linear(f"modality_{m}", part)))
+    item_embeds = s @ item_embeds
+    views.append(np.concatenate([r_hat @ item_embeds, item_embeds]))
+
+  def query(v):
+    return linear("query_out", np.tanh(linear("query_hidden", v)))
+
+  att = np.concatenate([query(v) for v in views], axis=1)
+  att = np.exp(att) / np.exp(att).sum(1, keepdims=True)
+  common = att[:, :1] * views[0] + att[:, 1:] * views[1]
+  sep = [ref.sigmoid(linear(f"prefer_{m}", content)) * (v - common) for m, v in enumerate(views)]
+  side = (sep[0] + sep[1] + common) / 3
+  final = content + side
+  got_users, got_items = emb.final()
+  np.testing.assert_allclose(got_users, final[:U], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_items, final[U:], rtol=1e-5, atol=1e-6)
+
+  u, pos, neg = (np.asarray(x)[:3] for x in (BATCH.users, BATCH.pos_items, BATCH.neg_items))
+  zu, zp, zn = final[u], final[U + pos], final[U + neg]
+  mf = -np.mean(np.log(ref.sigmoid((zu * zp).sum(1) - (zu * zn).sum(1))))
+  emb_loss = 0.3 * 0.5 * ((zu**2).sum() + (zp**2).sum() + (zn**2).sum()) / 2048
+
+  def info_nce(view1, view2):
+    view1 = view1 / np.linalg.norm(view1, axis=1, keepdims=True)
+    view2 = view2 / np.linalg.norm(view2, axis=1, keepdims=True)
+    pos_score = np.exp((view1 * view2).sum(1) / 0.2)
+    total = np.exp(view1 @ view2.T / 0.2).sum(1)
+    return np.mean(-np.log(pos_score / total))
+
+  cl = info_nce(side[U + pos], content[U + pos]) + info_nce(side[u], content[u])
+  total, terms = objective(emb, feats, BATCH)
+  np.testing.assert_allclose(total, mf + emb_loss + 0.7 * cl, rtol=1e-5)
+  assert set(terms) == {"bpr", "l2", "cl"}

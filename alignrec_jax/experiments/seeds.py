@@ -69,6 +69,16 @@ REFERENCE = {
       "test/ndcg@20": 0.2903,
     },
   },
+  "lfm2k-freedom": {
+    "best": {
+      "valid/recall@20": 0.4065,
+      "valid/ndcg@20": 0.2403,
+      "test/recall@10": 0.2742,
+      "test/recall@20": 0.4031,
+      "test/ndcg@10": 0.2268,
+      "test/ndcg@20": 0.2768,
+    },
+  },
   "lfm2k-alignrec-raw": {
     "best": {
       "valid/recall@20": 0.4119,

@@ -37,6 +37,7 @@ from alignrec_jax.models.common import Embeddings
 from alignrec_jax.models.freedom import FREEDOM
 from alignrec_jax.models.lightgcn import LightGCN
 from alignrec_jax.models.mf import MatrixFactorization
+from alignrec_jax.models.mgcn import MGCN
 from alignrec_jax.models.vbpr import VBPR
 from alignrec_jax.objectives import losses
 
@@ -246,6 +247,51 @@ def bm3_objective(
   return sum(terms.values()), terms
 
 
+@dataclasses.dataclass(frozen=True)
+class MGCNLoss:
+  """MGCN's loss weights.
+
+  Attributes:
+    reg_weight: the L2 term, 0.5 (|z_u|^2 + |z_pos|^2 + |z_neg|^2) summed over the batch and
+      divided by the configured batch size (the final rows, as MMRec's MGCN computes it).
+    cl_weight: MMRec's cl_loss: the two InfoNCE terms between the side view and the user-item
+      view (positive items, then users).
+    temperature: their temperature (MMRec's fixed 0.2).
+  """
+
+  reg_weight: float
+  cl_weight: float
+  temperature: float
+
+
+def mgcn_objective(
+  emb: Embeddings, features: jax.Array, batch: Batch, *, batch_size: int, weights: MGCNLoss
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MMRec's MGCN loss: BPR (-logsigmoid) and L2 on the final rows, plus cl_weight times
+  InfoNCE(side, user-item view) over the batch's positive items and its users."""
+  del features
+  users, pos, neg, mask = batch.users, batch.pos_items, batch.neg_items, batch.mask
+  zu, zp, zn = emb.user_rows(users), emb.item_rows(pos), emb.item_rows(neg)
+  num_users = emb.num_users
+
+  def info_nce(side: jax.Array, content: jax.Array) -> jax.Array:
+    return losses.info_nce(
+      anchors=side, positives=content, temperature=weights.temperature, mask=mask
+    )
+
+  terms = {
+    "bpr": losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1), mask=mask),
+    "l2": weights.reg_weight
+    * losses.half_squared_norms(zu, zp, zn, mask=mask, denominator=batch_size),
+    "cl": weights.cl_weight
+    * (
+      info_nce(emb.content_items[pos], emb.ids[num_users + pos])
+      + info_nce(emb.content_users[users], emb.ids[users])
+    ),
+  }
+  return sum(terms.values()), terms
+
+
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 # item_graph(model group, modalities [I, D_m] each, F [I, D]) -> the item-item graph.
 ItemGraph = Callable[
@@ -271,6 +317,15 @@ def freedom_item_graph(group, modalities, features) -> jraph.GraphsTuple:
   if len(modalities) == 1:
     weights = [1.0]
   return graph_lib.mixed_knn_graph(list(modalities), weights, k=group.knn_k)
+
+
+def mgcn_item_graph(group, modalities, features) -> jraph.GraphsTuple:
+  """MGCN's frozen item graphs: each modality's weighted cosine kNN graph (self included),
+  normalised as AlignRec's, side by side as one block-diagonal graph over M x I nodes."""
+  del features
+  return graph_lib.block_diagonal(
+    [graph_lib.knn_graph(m, k=group.knn_k, include_self=True) for m in modalities]
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +379,14 @@ MODELS: dict[str, ModelSpec] = {
   ),
   "bm3": ModelSpec(
     BM3, bm3_objective, BM3Loss, uses_content=True, content_fields=("trainable_features",)
+  ),
+  "mgcn": ModelSpec(
+    MGCN,
+    mgcn_objective,
+    MGCNLoss,
+    uses_content=True,
+    item_graph=mgcn_item_graph,
+    content_fields=("knn_k", "trainable_features"),
   ),
   "bpr": ModelSpec(MatrixFactorization, bpr_emb_objective, EmbRegLoss),
   "lightgcn": ModelSpec(LightGCN, bpr_emb_objective, EmbRegLoss),
