@@ -1,9 +1,11 @@
 """The sweep's grid, selection on validation and aggregation over seeds; the launcher end to end."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -155,3 +157,27 @@ def test_sweep_launcher_end_to_end(tmp_path):
   assert [(r["input"], r["seed"]) for r in records] == [("image", 3), ("raw", 3)]
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   assert "2 finished already, 0 to go" in again.stderr
+
+
+def dying_worker(config, workdir):
+  """A sweep worker for the test below: seed 2 dies (as if killed); seeds 1 and 3 finish after
+  a moment, so that with two at once one of them is still running when seed 2 dies."""
+  if config.seed == 2:
+    os._exit(9)  # no exception, no cleanup: what the pool sees when the OOM killer strikes
+  time.sleep(3)
+  return {"valid": {"recall@20": config.seed / 10}, "test": {"recall@20": 0.0}}
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_worker_that_dies_fails_only_its_own_run(tmp_path, caplog, parallel):
+  caplog.set_level("INFO")
+  base = test_config.get_config()
+  runs_list = [sweep.Run("raw", ("a.npy",), (), seed) for seed in (1, 2, 3)]
+  summaries = sweep.train_runs(
+    runs_list, base, str(tmp_path), parallel=parallel, worker=dying_worker
+  )
+  assert {run.seed: s["valid"]["recall@20"] for run, s in summaries.items()} == {1: 0.1, 3: 0.3}
+  assert caplog.text.count("seed 2 failed (BrokenProcessPool") == 1
+  assert "seed 1 failed" not in caplog.text and "seed 3 failed" not in caplog.text
+  if parallel == 2:  # whichever seed shared the pool seed 2 broke ran again on its own
+    assert "a worker process died and took the pool down" in caplog.text

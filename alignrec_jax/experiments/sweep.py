@@ -19,7 +19,8 @@ import multiprocessing
 import os
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import ml_collections
@@ -306,11 +307,14 @@ def train_runs(
   parallel: int = 1,
   time_budget: float = 0.0,
   max_new_runs: int = -1,
+  worker: Callable[[ml_collections.ConfigDict, str], dict[str, Any]] = runs.stage2_in_subprocess,
 ) -> dict[Run, dict[str, Any]]:
   """Trains the runs not finished yet, `parallel` at once; returns every finished run's summary.
 
-  Each run trains in ROOT/input/setting/seed_N in a worker process of its own; a run that fails
-  is reported and left out. The arguments after `root` are `run_sweep`'s.
+  Each run trains in ROOT/input/setting/seed_N in a worker process of its own (`worker(config,
+  workdir)`, a module-level function); a run that fails is reported and left out, and a worker
+  that dies outright (killed, out of memory) fails its own run only. The other arguments after
+  `root` are `run_sweep`'s.
   """
   os.makedirs(root, exist_ok=True)
   for run in runs_list:
@@ -324,8 +328,33 @@ def train_runs(
     f"{len(todo)} to go, {parallel} at once"
   )
   start = time.monotonic()
+  deadline = start + time_budget if time_budget else None
+  while todo:
+    suspects, todo = _train_in_pool(todo, base, root, worker, parallel, deadline, summaries)
+    # A worker that dies (killed, out of memory) takes the pool down with every run in it; so
+    # each run that was in a broken pool with others runs again alone (resuming from its last
+    # checkpoint), where a death names its run. One that dies alone has failed.
+    for run, error in suspects:
+      if parallel == 1:
+        _report_failure(run, error, root)
+        continue
+      reporting.log(
+        f"sweep: {run.input_name} {run.setting} seed {run.seed}: a worker process died and "
+        "took the pool down; running it again on its own"
+      )
+      for culprit, alone_error in _train_in_pool([run], base, root, worker, 1, None, summaries)[0]:
+        _report_failure(culprit, alone_error, root)
+  return summaries
+
+
+def _train_in_pool(
+  todo, base, root, worker, parallel, deadline, summaries
+) -> tuple[list[tuple[Run, Exception]], list[Run]]:
+  """Trains `todo` in one process pool, filling `summaries`. Returns the runs (and errors) a
+  broken pool took down and the runs not started because it broke."""
+  crashed: list[tuple[Run, Exception]] = []
   # A fresh process per run ("spawn", one task each): no JAX state or memory carries over, and
-  # a run that crashes takes only itself down.
+  # a run that raises takes only itself down.
   with concurrent.futures.ProcessPoolExecutor(
     parallel, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
   ) as pool:
@@ -333,30 +362,43 @@ def train_runs(
     for index, run in enumerate(todo):
       if len(pending) >= parallel:  # wait for a free slot
         done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-        _collect(done, pending, summaries, root)
-      if time_budget and time.monotonic() - start > time_budget:
+        crashed += _collect(done, pending, summaries, root)
+      if deadline is not None and time.monotonic() > deadline:
         reporting.log(f"sweep: time budget spent; {len(todo) - index} runs not started")
         break
-      future = pool.submit(runs.stage2_in_subprocess, run.config(base), run.workdir(root))
-      pending[future] = run
-    _collect(concurrent.futures.wait(pending).done, pending, summaries, root)
-  return summaries
+      if crashed:  # the pool is broken: the rest starts in the next one
+        crashed += _collect(concurrent.futures.wait(pending).done, pending, summaries, root)
+        return crashed, list(todo[index:])
+      pending[pool.submit(worker, run.config(base), run.workdir(root))] = run
+    crashed += _collect(concurrent.futures.wait(pending).done, pending, summaries, root)
+  return crashed, []
 
 
-def _collect(done, pending: dict, summaries: dict, root: str) -> None:
+def _collect(done, pending: dict, summaries: dict, root: str) -> list[tuple[Run, Exception]]:
+  """Files the finished futures' summaries and reports failures; returns the runs (and
+  errors) that a broken pool took down, for the caller to start again or report."""
+  crashed = []
   for future in done:
     run = pending.pop(future)
     try:
       summaries[run] = future.result()
+    except BrokenProcessPool as e:
+      crashed.append((run, e))
+      continue
     except Exception as e:  # a failed run is reported, and the sweep goes on
-      where = os.path.join(run.workdir(root), "log.txt")
-      reporting.log(
-        f"sweep: {run.input_name} {run.setting} seed {run.seed} failed "
-        f"({type(e).__name__}: {e}); see {where}\n"
-        + "".join(traceback.format_exception_only(e)).strip()
-      )
+      _report_failure(run, e, root)
       continue
     reporting.log(
       f"sweep: finished {run.input_name} {run.setting} seed {run.seed}: valid "
       f"recall@20 {summaries[run]['valid']['recall@20']:.4f}"
     )
+  return crashed
+
+
+def _report_failure(run: Run, error: BaseException, root: str) -> None:
+  where = os.path.join(run.workdir(root), "log.txt")
+  reporting.log(
+    f"sweep: {run.input_name} {run.setting} seed {run.seed} failed "
+    f"({type(error).__name__}: {error}); see {where}\n"
+    + "".join(traceback.format_exception_only(error)).strip()
+  )
