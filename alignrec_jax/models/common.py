@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -26,6 +27,21 @@ def torch_linear_init(fan_in: int) -> jax.nn.initializers.Initializer:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
+
+
+def project_modalities(
+  features: jax.Array, feature_dims: tuple[int, ...], embed_dim: int
+) -> list[jax.Array]:
+  """Each modality's columns of F through a linear map of its own to `embed_dim`: submodules
+  "modality_<m>" of the calling (compact) module, initialised as PyTorch's nn.Linear default,
+  as MMRec leaves them (FREEDOM, MGCN)."""
+  projected, start = [], 0
+  for m, width in enumerate(feature_dims):
+    init = torch_linear_init(width)
+    dense = nn.Dense(embed_dim, kernel_init=init, bias_init=init, name=f"modality_{m}")
+    projected.append(dense(features[:, start : start + width]))
+    start += width
+  return projected
 
 
 @jax.tree_util.register_dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from alignrec_jax.models.common import Embeddings, Graphs, torch_linear_init
+from alignrec_jax.models.common import Embeddings, Graphs, project_modalities
 from alignrec_jax.models.lightgcn import IdEmbeddings
 from alignrec_jax.propagation import propagate
 
@@ -41,12 +41,7 @@ class FREEDOM(nn.Module):
     h = ego[self.num_users :]
     for _ in range(self.num_mm_layers):
       h = propagate(graphs.item_knn, h)
-    projected, start = [], 0
-    for index, width in enumerate(self.feature_dims):
-      init = torch_linear_init(width)  # PyTorch's nn.Linear default, as MMRec leaves it
-      dense = nn.Dense(self.embed_dim, kernel_init=init, bias_init=init, name=f"modality_{index}")
-      projected.append(dense(features[:, start : start + width]))
-      start += width
+    projected = project_modalities(features, self.feature_dims, self.embed_dim)
     return Embeddings(
       ego=ego,
       ids=ids,

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alignrec_jax.models.common import Embeddings, Graphs, torch_linear_init
+from alignrec_jax.models.common import Embeddings, Graphs, project_modalities, torch_linear_init
 from alignrec_jax.models.lightgcn import IdEmbeddings
 from alignrec_jax.propagation import propagate
 
@@ -51,12 +51,10 @@ class MGCN(nn.Module):
     d, num_users, num_items = self.embed_dim, self.num_users, self.num_items
     ego, content = IdEmbeddings(num_users, num_items, d, self.num_ui_layers, name="ids")(graphs)
     item_ids = ego[num_users:]
-    purified, start = [], 0
-    for m, width in enumerate(self.feature_dims):
-      projected = _dense(d, width, f"modality_{m}")(features[:, start : start + width])
-      gate = nn.sigmoid(_dense(d, d, f"purifier_{m}")(projected))
-      purified.append(item_ids * gate)
-      start += width
+    purified = [
+      item_ids * nn.sigmoid(_dense(d, d, f"purifier_{m}")(projected))
+      for m, projected in enumerate(project_modalities(features, self.feature_dims, d))
+    ]
     # The modalities' kNN graphs are one block-diagonal graph over M x I nodes: one pass.
     items = jnp.concatenate(purified)
     for _ in range(self.num_mm_layers):
