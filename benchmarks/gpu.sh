@@ -44,4 +44,10 @@ for preset in ml100k lfm2k baby; do
 done
 bench benchmarks.bench_stage1 --preset=ml100k --config=configs/default.py \
   --timed_epochs=3 --timed_encodes=2 --output="$OUT/stage1_gpu.jsonl"
+# Issue 14: the vmapped sweep against one run at a time, K = 12, on Baby with the kernel that
+# batches under vmap; estimates the reference's 175-run grid at 300 epochs a run. Not yet run
+# (no GPU lent since it was written): if it pushes the script past its budget, run it alone.
+bench benchmarks.bench_vmapped --config=configs/baby_graph.py $DATA --members=12 --epochs=5 \
+  --config.model.kernel=segment_sum --grid_runs=175 --epochs_per_run=300 \
+  --output="$OUT/vmapped_gpu.jsonl"
 exit $failed

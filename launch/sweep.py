@@ -38,6 +38,12 @@ _MAX_NEW_RUNS = flags.DEFINE_integer(
   -1,
   "Start at most this many runs (-1: all; 0: only collect the finished ones into the table).",
 )
+_VMAP = flags.DEFINE_bool(
+  "vmap",
+  False,
+  "Train each input's runs together in one compiled program (jax.vmap over the runs; the grid "
+  "may sweep optim.lr only), instead of one worker process per run.",
+)
 _STAGE1_FEATURES = flags.DEFINE_string(
   "stage1_features",
   None,
@@ -61,6 +67,7 @@ def main(argv):
     parallel=_PARALLEL.value,
     time_budget=_TIME_BUDGET.value,
     max_new_runs=_MAX_NEW_RUNS.value,
+    vmap=_VMAP.value,
   )
   print(sweep.format_table(result["table"]))
 

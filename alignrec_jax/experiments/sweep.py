@@ -30,7 +30,7 @@ from alignrec_jax import files
 from alignrec_jax.data import load_mmrec
 from alignrec_jax.errors import ConfigError
 from alignrec_jax.experiments import feature_comparison, runs
-from alignrec_jax.training import reporting, stage1, stage2
+from alignrec_jax.training import ensemble, loop, reporting, stage1, stage2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +250,7 @@ def run_sweep(
   parallel: int = 1,
   time_budget: float = 0.0,
   max_new_runs: int = -1,
+  vmap: bool = False,
 ) -> dict[str, Any]:
   """Trains every (input, setting, seed) not finished yet, then selects and tabulates.
 
@@ -262,6 +263,8 @@ def run_sweep(
     parallel: runs at once, each in a worker process of its own.
     time_budget: seconds after which no new run starts (0: no limit).
     max_new_runs: start at most this many runs (-1: all; 0: only read back finished ones).
+    vmap: train each input's runs together in one compiled program (`training.ensemble`;
+      the grid may sweep optim.lr only) instead of one worker process per run.
 
   Returns:
     What WORKDIR/sweep.json holds: the inputs, grid, seeds, minutes and the table.
@@ -277,16 +280,20 @@ def run_sweep(
       parallel=parallel,
       time_budget=time_budget,
       max_new_runs=max_new_runs,
+      vmap=vmap,
     )
 
 
-def _run_sweep(base, workdir, inputs, grid, seeds, *, parallel, time_budget, max_new_runs):
+def _run_sweep(base, workdir, inputs, grid, seeds, *, parallel, time_budget, max_new_runs, vmap):
   root = os.path.join(workdir, "runs")
   grid_runs = make_runs(inputs, parse_grid(grid), seeds)
   start = time.monotonic()
-  summaries = train_runs(
-    grid_runs, base, root, parallel=parallel, time_budget=time_budget, max_new_runs=max_new_runs
-  )
+  if vmap:
+    summaries = train_runs_vmapped(grid_runs, base, root)
+  else:
+    summaries = train_runs(
+      grid_runs, base, root, parallel=parallel, time_budget=time_budget, max_new_runs=max_new_runs
+    )
   rows = table(select(grid_runs, summaries), summaries)
   result = {
     "inputs": dict(inputs),
@@ -297,6 +304,53 @@ def _run_sweep(base, workdir, inputs, grid, seeds, *, parallel, time_budget, max
   }
   files.atomic_write(os.path.join(workdir, "sweep.json"), json.dumps(result, indent=1))
   return result
+
+
+def train_runs_vmapped(
+  runs_list: Sequence[Run], base: ml_collections.ConfigDict, root: str
+) -> dict[Run, dict[str, Any]]:
+  """`train_runs`, but each input's unfinished runs train together in this process, vmapped
+  (`training.ensemble`); each run's summary is written to its folder as a run of its own would
+  write it, so it is read back later like any other. The runs may differ in seed and optim.lr.
+  """
+  for run in runs_list:
+    if any(field != "optim.lr" for field, _ in run.overrides):
+      raise ConfigError(
+        f"--vmap trains runs that differ in seed and optim.lr only; {run.setting!r} sets "
+        "other fields: drop --vmap for this grid"
+      )
+    run.config(base)  # a bad value fails here, before anything is trained
+  summaries = _read_back(runs_list, base, root)
+  groups: dict[str, list[Run]] = {}
+  for run in runs_list:
+    if run not in summaries:
+      groups.setdefault(run.input_name, []).append(run)
+  for name, members in groups.items():
+    configs = [run.config(base) for run in members]
+    reporting.log(f"sweep: {name}: {len(members)} runs at once (vmapped)")
+    results = ensemble.train_members(
+      configs[0],
+      members[0].workdir(root),
+      [c.seed for c in configs],
+      [c.optim.lr for c in configs],
+    )
+    for run, config, result in zip(members, configs, results, strict=True):
+      summary = {
+        "format": loop.FORMAT_VERSION,
+        "config": json.loads(config.to_json()),
+        "vmapped": True,
+        **result,
+      }
+      os.makedirs(run.workdir(root), exist_ok=True)
+      files.atomic_write(
+        os.path.join(run.workdir(root), loop.SUMMARY_FILE), json.dumps(summary, indent=1)
+      )
+      summaries[run] = summary
+      reporting.log(
+        f"sweep: finished {run.input_name} {run.setting} seed {run.seed}: valid "
+        f"recall@20 {summary['valid']['recall@20']:.4f} (vmapped)"
+      )
+  return summaries
 
 
 def train_runs(
