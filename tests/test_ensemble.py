@@ -67,6 +67,15 @@ def test_vmapped_sweep_writes_each_runs_summary_and_refuses_other_fields(tmp_pat
   assert "Traceback" not in out.stderr
 
 
+def test_a_member_that_diverges_stops_alone(tmp_path):
+  config = test_config.get_config()
+  config.data.cache_dir = str(tmp_path / "data")
+  config.train.max_epochs = 2
+  fine, exploding = ensemble.train_members(config, str(tmp_path), [5, 5], [1e-3, 1e30])
+  assert exploding["diverged_at"] == 0 and "valid" not in exploding
+  assert fine["epochs_run"] == 2 and "diverged_at" not in fine
+
+
 def test_a_pruned_graph_model_is_refused(tmp_path):
   config = test_config.get_config()
   config.model.name = "freedom"

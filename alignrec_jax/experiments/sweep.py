@@ -335,6 +335,12 @@ def train_runs_vmapped(
       [c.optim.lr for c in configs],
     )
     for run, config, result in zip(members, configs, results, strict=True):
+      if "valid" not in result:  # diverged before its first evaluation
+        reporting.log(
+          f"sweep: {run.input_name} {run.setting} seed {run.seed} failed: non-finite loss in "
+          f"epoch {result.get('diverged_at')} (vmapped)"
+        )
+        continue
       summary = {
         "format": loop.FORMAT_VERSION,
         "config": json.loads(config.to_json()),

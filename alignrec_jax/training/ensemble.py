@@ -84,7 +84,8 @@ def train_members(
 
   Returns:
     Per member, the summary `train_and_evaluate` returns (without a checkpoint path): epochs
-    run, best epoch and the best epoch's metrics per split.
+    run, best epoch and the best epoch's metrics per split; "diverged_at" (an epoch) for a
+    member whose loss stopped being finite.
   """
   if len(seeds) != len(lrs) or not seeds:
     raise ValueError(f"one lr per seed, and at least one: {len(seeds)} seeds, {len(lrs)} lrs")
@@ -121,7 +122,17 @@ def train_members(
     if not active.any():
       break
     epoch_keys = jnp.stack([jax.random.fold_in(rk, epoch) for rk in root_keys])
-    new_states, _ = vmapped(states, exp.train_data, epoch_keys)
+    new_states, terms = vmapped(states, exp.train_data, epoch_keys)
+    # A member whose loss is no longer finite stops here, its last finite state kept (a run
+    # alone would end with TrainingDiverged); the others go on.
+    diverged = active & ~np.isfinite(np.asarray(terms["loss"]))
+    for m in np.flatnonzero(diverged):
+      reporting.warn(
+        f"ensemble member {m} (seed {seeds[m]}, lr {lrs[m]}): non-finite loss in "
+        f"epoch {epoch}; it stops with its best epoch so far"
+      )
+      best[m].setdefault("diverged_at", epoch)
+    active &= ~diverged
     states = _keep_stopped(new_states, states, jnp.asarray(active))
     for m in np.flatnonzero(active):
       params = jax.tree.map(lambda x, m=m: x[m], states.params)
