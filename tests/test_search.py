@@ -145,3 +145,20 @@ def test_search_launcher_end_to_end(tmp_path):
   assert all(r["epochs_run"] == 2 for r in result["trials"])
   assert "chosen: model.alignrec.loss.cl_weight=" in out.stdout
   assert (tmp_path / "runs" / "search" / "model.alignrec.loss.cl_weight=0.1" / "seed_999").is_dir()
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_setting_is_never_trained_twice(tmp_path, monkeypatch, sampler):
+  log = []
+  monkeypatch.setattr(sweep, "train_runs", _fake_train_runs(log))
+  result = search.run_search(
+    test_config.get_config(),
+    str(tmp_path),
+    ["optim.lr=choice:0.001,0.002"],
+    sampler=sampler,
+    trials=8,
+    parallel=3,
+  )
+  trained = [s for _, settings in log for s in settings]
+  assert sorted(trained) == ["optim.lr=0.001", "optim.lr=0.002"]
+  assert len(result["trials"]) == 2

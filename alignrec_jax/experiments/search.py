@@ -117,6 +117,7 @@ class _Proposer:
       self.total = trials
     self._rng = np.random.default_rng(seed)
     self._asked: dict[tuple, Any] = {}
+    self._values: dict[tuple, float | None] = {}  # every setting proposed -> its value
     if sampler == "tpe":
       try:
         import optuna  # an optional dependency, imported only here
@@ -130,9 +131,12 @@ class _Proposer:
     self._made = 0
 
   def propose(self, n: int) -> list[tuple[tuple[str, str], ...]]:
-    n = min(n, self.total - self._made)
+    """Up to n settings not proposed before (fewer once a small space is used up)."""
     out = []
-    for _ in range(n):
+    for _ in range(100 * n):  # draws that repeat a setting are skipped, within reason
+      if len(out) == n or self._made == self.total:
+        break
+      trial = None
       if self.sampler == "grid":
         setting = self._grid[self._made]
       elif self.sampler == "random":
@@ -140,6 +144,16 @@ class _Proposer:
       else:
         trial = self._study.ask()
         setting = tuple((d.field, d.suggest(trial)) for d in self.dims)
+      if setting in self._values:  # tried or in training: not again
+        if trial is not None:  # tell TPE what that setting gave, or that this draw failed
+          known = self._values[setting]
+          if known is None:
+            self._study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
+          else:
+            self._study.tell(trial, known)
+        continue
+      self._values[setting] = None
+      if trial is not None:
         self._asked[setting] = trial
       self._made += 1
       out.append(setting)
@@ -147,6 +161,7 @@ class _Proposer:
 
   def observe(self, setting: tuple, value: float | None, pruned_at: int | None) -> None:
     """Tells the sampler a trial's final value, or its value at the rung that pruned it."""
+    self._values[setting] = value
     if self.sampler != "tpe":
       return
     trial = self._asked.pop(setting)
