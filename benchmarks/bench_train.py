@@ -63,6 +63,7 @@ def main(argv):
     steps_per_epoch=steps,
     feature_dim=int(exp.train_data.features.shape[1]) if exp.train_data.features is not None else 0,
     kernel=exp.train_data.graphs.user_item.kernel,
+    num_devices=exp.parallel.num_devices,
   )
 
   recommender = stage2.build_recommender(config, exp)
