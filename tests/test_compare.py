@@ -28,7 +28,7 @@ def test_models_are_picked_in_the_reports_order_and_unknown_ones_named():
     compare.pick(["bpr", "sasrec"])
 
 
-def test_compare_end_to_end_writes_the_report_and_reads_runs_back(tmp_path):
+def test_compare_end_to_end_writes_the_report(tmp_path):
   cmd = [
     sys.executable,
     "-m",
@@ -37,7 +37,7 @@ def test_compare_end_to_end_writes_the_report_and_reads_runs_back(tmp_path):
     f"--workdir={tmp_path}",
     "--models=bpr,freedom,alignrec",
     "--model_configs=freedom=configs/test.py",
-    "--seeds=1,2",
+    "--seeds=1",
     "--parallel=2",
     "--config.train.max_epochs=2",
     f"--config.data.cache_dir={tmp_path / 'data'}",
@@ -47,7 +47,7 @@ def test_compare_end_to_end_writes_the_report_and_reads_runs_back(tmp_path):
   assert [m["key"] for m in result["models"]] == ["bpr", "freedom", "alignrec"]
   assert [m["config_file"] for m in result["models"]] == ["dataset", "own", "dataset"]
   for m in result["models"]:
-    assert [r["seed"] for r in m["runs"]] == [1, 2]
+    assert [r["seed"] for r in m["runs"]] == [1]
     assert all(len(r["epochs"]) == r["summary"]["epochs_run"] for r in m["runs"])
   # The baselines get MMRec's trainer on the dataset config; a model's own config is kept.
   bpr_dir = tmp_path / "runs" / "bpr"
@@ -64,9 +64,6 @@ def test_compare_end_to_end_writes_the_report_and_reads_runs_back(tmp_path):
   for png in ("valid_recall_by_epoch.png", "valid_recall_by_time.png", "recall_by_popularity.png"):
     assert (tmp_path / png).stat().st_size > 0
     assert f"]({png})" in report
-  again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-  assert again.stderr.count("2 finished already, 0 to go") == 3
-  assert (tmp_path / "report.md").read_text() == report
 
 
 def test_a_model_config_for_a_model_not_compared_is_a_plain_error(tmp_path):
