@@ -4,8 +4,9 @@ r"""Where a stage-2 step's time goes: each part timed alone, against this machin
   python -m benchmarks.bench_step_parts --output=benchmarks/results/step_parts_cpu.jsonl
   python -m benchmarks.bench_step_parts --config=configs/default.py --timed_epochs=0 \
       --config.data.synthetic.num_users=192403 --config.data.synthetic.num_items=63001 \
-      --config.data.synthetic.mean_user_interactions=8.8 \
-      --config.data.synthetic.modality_dims='(("feat", 768),)'     # Electronics' size
+      --config.data.synthetic.mean_user_interactions=9 \
+      --config.data.synthetic.modality_dims='(("feat", 768),)' \
+      --config.data.features='("feat.npy",)'   # Electronics' size (the data takes ~6 minutes)
 
 At Amazon-Baby scale (the data and settings of `bench_train.py`), each part of AlignRec's training
 step is run alone, forward and backward where it has one, `iterations` times inside one jitted
