@@ -15,7 +15,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alignrec_jax.experiments import pipeline
-from alignrec_jax.training import parallel, reporting
+from alignrec_jax.training import reporting
+from launch import multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/ml100k.py", "Experiment config.", lock_config=True
@@ -34,24 +35,10 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
   "change what is computed (the differences are listed).",
 )
 
-_COORDINATOR = flags.DEFINE_string(
-  "coordinator_address", None, "Multi-host: host:port of process 0 (with the next two flags)."
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: the processes in all.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process, 0-based.")
-_DISTRIBUTED = flags.DEFINE_bool(
-  "distributed",
-  False,
-  "Multi-host: join the job the cluster's environment describes (SLURM, Open MPI, TPU pods, "
-  "...) through jax.distributed.initialize().",
-)
-
 
 def main(argv):
   del argv
-  parallel.initialize_distributed(
-    _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, from_environment=_DISTRIBUTED.value
-  )
+  multihost.initialize()
   reporting.show_progress()
   pipeline.run_pipeline(
     _CONFIG.value,

@@ -28,7 +28,7 @@ import numpy as np
 from alignrec_jax import files
 from alignrec_jax.data import Dataset, load_mmrec
 from alignrec_jax.errors import ConfigError
-from alignrec_jax.evaluation import evaluate, make_eval_data, restrict_heldout
+from alignrec_jax.evaluation import EvalData, evaluate, make_eval_data, restrict_heldout
 from alignrec_jax.experiments import sweep
 from alignrec_jax.serving.run import load_run
 from alignrec_jax.training import stage2
@@ -107,16 +107,10 @@ def sparse_users(dataset: Dataset, below: int = SPARSE_BELOW) -> np.ndarray:
   return np.flatnonzero((counts > 0) & (counts < below)).astype(np.int32)
 
 
-def sparse_metrics(run_dir: str, users: np.ndarray) -> dict[str, dict[str, float]]:
-  """{"valid": ..., "test": ...} of the run's best checkpoint over `users` alone."""
+def sparse_metrics(run_dir: str, data: EvalData, ks: Sequence[int]) -> dict[str, dict[str, float]]:
+  """{"valid": ..., "test": ...} of the run's best checkpoint on the cohort's evaluation data."""
   run = load_run(run_dir)
-  dataset = load_mmrec(stage2.dataset_folder(run.config.data, run_dir))
-  data = make_eval_data(
-    restrict_heldout(dataset, users),
-    chunk_size=run.config.eval.chunk_size,
-    head_fraction=run.config.eval.head_fraction,
-  )
-  return evaluate(run.user_embeddings, run.item_embeddings, data, ks=tuple(run.config.eval.ks))
+  return evaluate(run.user_embeddings, run.item_embeddings, data, ks=tuple(ks))
 
 
 def run_ablation(
@@ -154,6 +148,16 @@ def run_ablation(
     summaries = sweep.train_runs(list(runs.values()), config, root, parallel=parallel)
     dataset = load_mmrec(stage2.dataset_folder(config.data, workdir))
     cohort = sparse_users(dataset, sparse_below)
+    # One evaluation index for the cohort, shared by every run (they share the dataset).
+    cohort_data = (
+      make_eval_data(
+        restrict_heldout(dataset, cohort),
+        chunk_size=config.eval.chunk_size,
+        head_fraction=config.eval.head_fraction,
+      )
+      if cohort.size
+      else None
+    )
     rows = []
     for v in chosen:
       row_runs = []
@@ -167,7 +171,7 @@ def run_ablation(
           {k: summary[k] for k in ("valid", "test", "valid_short", "test_short") if k in summary}
         )
         if cohort.size:
-          record["sparse"] = sparse_metrics(run.workdir(root), cohort)
+          record["sparse"] = sparse_metrics(run.workdir(root), cohort_data, config.eval.ks)
         row_runs.append(record)
       rows.append(
         {

@@ -104,9 +104,8 @@ def train_members(
   rec = dataclasses.replace(rec, optimizer=optax.chain(rec.optimizer, member_lr()))
   task = stage2.make_task(unit, exp, rec)
   k = len(seeds)
-  keys = [jax.random.split(jax.random.key(s)) for s in seeds]
-  init_keys = jnp.stack([ik for ik, _ in keys])
-  root_keys = [rk for _, rk in keys]
+  # Each member's keys as a run alone derives them: (init key, root key) = split(key(seed)).
+  init_keys, root_keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.asarray(seeds))).T
   states = jax.vmap(rec.init_state, in_axes=(0, None))(init_keys, exp.train_data)
   states = states.replace(opt_state=_set_lr(states.opt_state, jnp.asarray(lrs, jnp.float32)))
   epoch_fn = make_epoch(rec.train_step, num_examples=rec.num_examples, batch_size=rec.batch_size)
@@ -121,7 +120,7 @@ def train_members(
   for epoch in range(config.train.max_epochs):
     if not active.any():
       break
-    epoch_keys = jnp.stack([jax.random.fold_in(rk, epoch) for rk in root_keys])
+    epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(root_keys, epoch)
     new_states, terms = vmapped(states, exp.train_data, epoch_keys)
     # A member whose loss is no longer finite stops here, its last finite state kept (a run
     # alone would end with TrainingDiverged); the others go on.
