@@ -2,11 +2,7 @@ r"""Where a stage-2 step's time goes: each part timed alone, against this machin
 
   python -m benchmarks.bench_step_parts                 # configs/baby_graph.py, this machine
   python -m benchmarks.bench_step_parts --output=benchmarks/results/step_parts_cpu.jsonl
-  python -m benchmarks.bench_step_parts --config=configs/default.py --timed_epochs=0 \
-      --config.data.synthetic.num_users=192403 --config.data.synthetic.num_items=63001 \
-      --config.data.synthetic.mean_user_interactions=9 \
-      --config.data.synthetic.modality_dims='(("feat", 768),)' \
-      --config.data.features='("feat.npy",)'   # Electronics' size (the data takes ~6 minutes)
+  python -m benchmarks.bench_step_parts --shape=electronics --timed_epochs=0  # Electronics' shape
 
 At Amazon-Baby scale (the data and settings of `bench_train.py`), each part of AlignRec's training
 step is run alone, forward and backward where it has one, `iterations` times inside one jitted
@@ -42,7 +38,7 @@ from ml_collections import config_flags
 from alignrec_jax.objectives import losses
 from alignrec_jax.propagation import lightgcn, propagate
 from alignrec_jax.training import stage2
-from benchmarks import machine, timing
+from benchmarks import machine, scale_data, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 10, "Calls of a part inside one timed program.")
@@ -52,6 +48,13 @@ _EPOCHS = flags.DEFINE_integer(
 )
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synthetic data).")
+_SHAPE = flags.DEFINE_enum(
+  "shape",
+  "",
+  ["", *scale_data.PRESETS],
+  "Train on a random dataset of this Amazon catalogue's shape (benchmarks/scale_data.py), "
+  "written under --workdir once, instead of the config's data.",
+)
 
 
 def machine_roofline(repeats: int) -> dict[str, float]:
@@ -146,6 +149,7 @@ def step_parts(exp, config) -> dict[str, timing.Part]:
 def main(argv):
   del argv
   config = _CONFIG.value
+  scale_data.use_shape(config, _SHAPE.value, _WORKDIR.value)
   repeats = _REPEATS.value
   result = {"config": config.data.name, **machine.describe(), "batch_size": config.train.batch_size}
   roofline = machine_roofline(repeats)

@@ -20,13 +20,20 @@ from ml_collections import config_flags
 
 from alignrec_jax.evaluation import evaluate
 from alignrec_jax.training import reporting, stage2
-from benchmarks import machine, timing
+from benchmarks import machine, scale_data, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
 _EPOCHS = flags.DEFINE_integer("timed_epochs", 3, "Epochs timed after the warm-up epoch.")
 _EVALS = flags.DEFINE_integer("timed_evals", 5, "Evaluations timed after the warm-up one.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synthetic data).")
+_SHAPE = flags.DEFINE_enum(
+  "shape",
+  "",
+  ["", *scale_data.PRESETS],
+  "Train on a random dataset of this Amazon catalogue's shape (benchmarks/scale_data.py), "
+  "written under --workdir once, instead of the config's data.",
+)
 _PROGRESS = flags.DEFINE_bool(
   "progress", True, "Time the epoch with its progress callback, as training runs it."
 )
@@ -41,6 +48,7 @@ def _timed(fn, *args):
 def main(argv):
   del argv
   config = _CONFIG.value
+  scale_data.use_shape(config, _SHAPE.value, _WORKDIR.value)
   result = {
     "config": config.data.name,
     "model": config.model.name,
