@@ -10,12 +10,15 @@ calls in this process, one after the other, each with its own set-up, compile an
 per epoch, as separate runs are; "vmapped" is one `ensemble.train_members` call. Both times are
 wall clock around the whole call, set-up and compiles included, so runs per hour = K / time x
 3600 at this run length. Also printed: seconds per member-epoch (time / (K x epochs)), and, with
---grid_runs, the wall time of a grid of that many runs of --epochs_per_run epochs at that rate
-(the reference's 175-run Baby grid). With --alone_runs=N only N of the K runs are timed one at
+--grid_runs, the wall time of a grid of that many runs of --epochs_per_run epochs (the
+reference's 175-run Baby grid): the ensemble is timed again for one epoch, which splits its time
+into a fixed part (set-up, compiles) and a per-epoch part, and the grid is ceil(runs / K)
+ensembles of --epochs_per_run epochs each. With --alone_runs=N only N of the K runs are timed one at
 a time and their time is scaled to K (recorded as one_at_a_time_runs_timed). `--output` appends
 the result as one JSON line.
 """
 
+import math
 import shutil
 import tempfile
 import time
@@ -80,8 +83,21 @@ def main(argv):
         "seconds_per_member_epoch_vmapped": together / (k * _EPOCHS.value),
       }
       if _GRID_RUNS.value:
-        row["grid_minutes_vmapped_estimate"] = (
-          _GRID_RUNS.value * _EPOCHS_PER_RUN.value * row["seconds_per_member_epoch_vmapped"] / 60
+        # The fixed cost (set-up, compiles) apart from the per-epoch one: the same members
+        # again for one epoch. A grid is ceil(runs / K) ensembles, each paying the fixed cost.
+        short = config.copy_and_resolve_references()
+        short.train.max_epochs = short.train.patience = 1
+        tick = time.perf_counter()
+        ensemble.train_members(short, f"{scratch}/k{k}_one_epoch", seeds, lrs)
+        one_epoch = time.perf_counter() - tick
+        per_epoch = (together - one_epoch) / (_EPOCHS.value - 1)
+        row.update(
+          vmapped_one_epoch_seconds=one_epoch,
+          vmapped_fixed_seconds=one_epoch - per_epoch,
+          vmapped_epoch_seconds=per_epoch,
+          grid_minutes_vmapped_estimate=math.ceil(_GRID_RUNS.value / k)
+          * (one_epoch - per_epoch + _EPOCHS_PER_RUN.value * per_epoch)
+          / 60,
         )
       print(f"K={k}: {row}", flush=True)
       rows.append(row)

@@ -10,13 +10,15 @@
 # then run `bash benchmarks/gpu.sh [PART...]` there with `.whl` and `.data` carried. Results are
 # appended to $OUT (default benchmarks/results) as JSON lines. Parts, in the order they run:
 #
-#   vmapped   issue 14: 12 Baby runs under one vmap against one at a time (2 timed, scaled)
+#   vmapped   issue 14: 12 and 32 Baby runs under one vmap against one at a time (1 timed, scaled)
 #   scale     issue 13: the stage-2 epoch, evaluation and step parts at Electronics' shape
+#   batch     issue 13: the epoch at Electronics' shape with global batches of 4096 and 8192
 #   baby      stage 2 at Baby scale with both propagation kernels, evaluation, the kNN graph
 #   stage1    stage 1 at each dataset's shapes
 #
-# With no PART: vmapped and scale (the open issues' checks, about 5 minutes on an H200 by our
-# estimate), each under its own time limit so that one slow part cannot take the others' time.
+# With no PART: vmapped, scale and batch (the open issues' checks; on an H200 the first two took
+# 3.6 minutes together), each benchmark under its own time limit so that one slow part cannot
+# take the others' time.
 # baby and stage1 ran on an H100 (results/*_gpu.jsonl), about 3 and 3 minutes.
 set -uo pipefail  # no -e: one failing benchmark must not lose the others' results
 cd "$(dirname "$0")/.."
@@ -38,14 +40,14 @@ bench() {  # bench SECONDS MODULE FLAGS...: one benchmark, time-limited; a failu
 DATA=${DATA:-}
 [ -z "$DATA" ] && [ -d .data/baby-graph ] && DATA=--config.data.path=.data/baby-graph
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-PARTS=${*:-vmapped scale}
+PARTS=${*:-vmapped scale batch}
 for part in $PARTS; do
   case $part in
     vmapped)
       # Runs per hour at K = 12 (the issue's goal: 5x one at a time) and the reference's 175-run
       # Baby grid at 300 epochs a run estimated from the vmapped member-epoch rate.
-      bench 150 benchmarks.bench_vmapped --config=configs/baby_graph.py $DATA --members=12 \
-        --epochs=20 --alone_runs=2 --config.model.kernel=segment_sum --grid_runs=175 \
+      bench 300 benchmarks.bench_vmapped --config=configs/baby_graph.py $DATA --members=12,32 \
+        --epochs=20 --alone_runs=1 --config.model.kernel=segment_sum --grid_runs=175 \
         --epochs_per_run=300 --output="$OUT/vmapped_gpu.jsonl"
       ;;
     scale)
@@ -59,6 +61,15 @@ for part in $PARTS; do
       bench 120 benchmarks.bench_step_parts --config=configs/default.py --shape=electronics \
         --config.model.kernel=segment_sum --timed_epochs=0 \
         --output="$OUT/step_parts_electronics_gpu.jsonl"
+      ;;
+    batch)
+      # The global-batch option at Electronics' shape: fewer whole-graph passes an epoch (its
+      # quality, with the learning rate scaled, is measured on the CPU: benchmarks/README.md).
+      for batch in 4096 8192; do
+        bench 90 benchmarks.bench_train --config=configs/default.py --shape=electronics \
+          --config.model.kernel=segment_sum --config.train.batch_size=$batch --timed_epochs=3 \
+          --timed_evals=1 --output="$OUT/train_gpu.jsonl"
+      done
       ;;
     baby)
       for kernel in segment_sum csr; do  # pick the faster propagation kernel on this backend
@@ -79,7 +90,7 @@ for part in $PARTS; do
         --timed_epochs=3 --timed_encodes=2 --output="$OUT/stage1_gpu.jsonl"
       ;;
     *)
-      echo "unknown part: $part (vmapped, scale, baby or stage1)"
+      echo "unknown part: $part (vmapped, scale, batch, baby or stage1)"
       failed=1
       ;;
   esac

@@ -16,6 +16,7 @@ from alignrec_jax.evaluation.ranking import (
   _dot_scores,
   _evaluate_sums,
   evaluate,
+  evaluate_members,
   evaluate_scores,
 )
 
@@ -141,6 +142,26 @@ def test_matches_numpy_reference(method: str) -> None:
     assert got[split]["num_tail_users"] == want[split]["num_tail_users"] > 0
     for key, value in want[split].items():
       assert got[split][key] == pytest.approx(value, abs=1e-5), (split, key)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_members_each_match_the_numpy_reference(method: str) -> None:
+  rng = np.random.default_rng(2)
+  num_users, num_items, ks, members = 41, 30, (1, 5, 30), 3
+  dataset = _random_dataset(rng, num_users, num_items)
+  user_emb = rng.integers(-2, 3, (members, num_users, 5)).astype(np.float32)
+  item_emb = rng.integers(-2, 3, (members, num_items, 5)).astype(np.float32)
+  data = make_eval_data(dataset, chunk_size=16, head_fraction=0.3)
+  got = evaluate_members(user_emb, item_emb, data, ks=ks, method=method)
+  assert len(got) == members
+  for m in range(members):
+    want = _evaluate_numpy(user_emb[m], item_emb[m], dataset, ks, 0.3)
+    for split in ("valid", "test"):
+      assert set(got[m][split]) == set(want[split])
+      for key, value in want[split].items():
+        assert got[m][split][key] == pytest.approx(value, abs=1e-5), (m, split, key)
+  with pytest.raises(ValueError, match="members on the leading axis"):
+    evaluate_members(user_emb[0], item_emb[0], data, ks=ks, method=method)
 
 
 def test_methods_agree_on_real_valued_scores() -> None:

@@ -7,12 +7,13 @@ from alignrec_jax.evaluation.index import (
   shortest_history_users,
 )
 from alignrec_jax.evaluation.item_knn import evaluate_item_knn
-from alignrec_jax.evaluation.ranking import ScoreChunk, evaluate, evaluate_scores
+from alignrec_jax.evaluation.ranking import ScoreChunk, evaluate, evaluate_members, evaluate_scores
 
 __all__ = [
   "EvalData",
   "ScoreChunk",
   "evaluate",
+  "evaluate_members",
   "evaluate_item_knn",
   "evaluate_scores",
   "make_eval_data",

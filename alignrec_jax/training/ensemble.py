@@ -9,16 +9,17 @@ member's optimiser state (`member_lr`), so one transformation serves every membe
 result equals the single run's to float rounding (lr * (1 * u) against (lr * u)).
 
 Early stopping is per member, on the host after each epoch: every member is evaluated as the
-single run is; a member that has stopped keeps its state (the vmapped epoch still computes its
-update, which is then discarded: masked) and its best epoch's metrics. The point is the
-accelerator, where one small run leaves the device idle; on a CPU the members' work adds up.
-No checkpoints are written: a killed ensemble starts again (the sweep writes each member's
-summary when all have finished).
+single run is, all members in one vmapped pass; a member that has stopped keeps its state (the
+vmapped epoch still computes its update, which is then discarded: masked) and its best epoch's
+metrics. The point is the accelerator, where one small run leaves the device idle; on a CPU the
+members' work adds up. No checkpoints are written: a killed ensemble starts again (the sweep
+writes each member's summary when all have finished).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ import numpy as np
 import optax
 
 from alignrec_jax.errors import ConfigError
+from alignrec_jax.evaluation import evaluate_members
 from alignrec_jax.training import reporting, stage2
 from alignrec_jax.training.early_stopping import EarlyStopping
 from alignrec_jax.training.epoch import make_epoch
@@ -102,7 +104,8 @@ def train_members(
   exp = stage2.build_experiment(unit, workdir)
   rec = stage2.build_recommender(unit, exp)
   rec = dataclasses.replace(rec, optimizer=optax.chain(rec.optimizer, member_lr()))
-  task = stage2.make_task(unit, exp, rec)
+  embed = jax.jit(jax.vmap(rec.make_embed(), in_axes=(0, None)))
+  ks = tuple(config.eval.ks)
   k = len(seeds)
   # Each member's keys as a run alone derives them: (init key, root key) = split(key(seed)).
   init_keys, root_keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.asarray(seeds))).T
@@ -120,6 +123,7 @@ def train_members(
   for epoch in range(config.train.max_epochs):
     if not active.any():
       break
+    start = time.perf_counter()
     epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(root_keys, epoch)
     new_states, terms = vmapped(states, exp.train_data, epoch_keys)
     # A member whose loss is no longer finite stops here, its last finite state kept (a run
@@ -133,9 +137,19 @@ def train_members(
       best[m].setdefault("diverged_at", epoch)
     active &= ~diverged
     states = _keep_stopped(new_states, states, jnp.asarray(active))
-    for m in np.flatnonzero(active):
-      params = jax.tree.map(lambda x, m=m: x[m], states.params)
-      results = task.evaluate(params, stopping[m].improves)
+    trained = time.perf_counter()
+    members = np.flatnonzero(active)
+    # Every member in one pass (a stopped member's scores are computed and ignored): on an
+    # accelerator K small evaluations one after another would take longer than the epoch.
+    user_emb, item_emb = embed(states.params, exp.train_data)
+    member_results = evaluate_members(user_emb, item_emb, exp.eval_data, ks=ks)
+    improving = [m for m in members if stopping[m].improves(member_results[m])]
+    if improving and exp.short_history_eval_data is not None:
+      short = evaluate_members(user_emb, item_emb, exp.short_history_eval_data, ks=ks)
+      for m in improving:
+        member_results[m].update(valid_short=short[m]["valid"], test_short=short[m]["test"])
+    for m in members:
+      results = member_results[m]
       stopped = stopping[m].update(epoch, results)
       epochs_run[m] = epoch + 1
       if stopping[m].improved:
@@ -143,7 +157,9 @@ def train_members(
       if stopped:
         active[m] = False
     reporting.log(
-      f"ensemble epoch {epoch}: {int(active.sum())} of {k} members still training; valid "
-      f"{config.train.select_metric} " + " ".join(f"{stopping[m].best_score:.4f}" for m in range(k))
+      f"ensemble epoch {epoch}: {int(active.sum())} of {k} members still training; best valid "
+      f"{config.train.select_metric} "
+      + " ".join(f"{stopping[m].best_score:.4f}" for m in range(k))
+      + f"; train {trained - start:.2f} s, evaluation {time.perf_counter() - trained:.2f} s"
     )
   return [{"epochs_run": epochs_run[m], **best[m]} for m in range(k)]
