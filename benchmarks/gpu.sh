@@ -11,7 +11,8 @@
 # appended to $OUT (default benchmarks/results) as JSON lines. Parts, in the order they run:
 #
 #   vmapped   issue 14: 12 and 32 Baby runs under one vmap against one at a time (1 timed, scaled)
-#   scale     issue 13: the stage-2 epoch, evaluation and step parts at Electronics' shape
+#   scale     issue 13: the stage-2 epoch, evaluation and step parts at Electronics' shape, and
+#             the scale suite (bench_scale.py) at Baby's, Sports' and Electronics' shapes
 #   batch     issue 13: the epoch at Electronics' shape with global batches of 4096 and 8192
 #   baby      stage 2 at Baby scale with both propagation kernels, evaluation, the kNN graph
 #   stage1    stage 1 at each dataset's shapes
@@ -61,6 +62,10 @@ for part in $PARTS; do
       bench 120 benchmarks.bench_step_parts --config=configs/default.py --shape=electronics \
         --config.model.kernel=segment_sum --timed_epochs=0 \
         --output="$OUT/step_parts_electronics_gpu.jsonl"
+      for preset in baby sports electronics; do  # the scale suite's GPU rows (whole epochs)
+        bench 90 benchmarks.bench_scale --preset=$preset --max_steps=1000 \
+          --output="$OUT/scale_gpu.jsonl"
+      done
       ;;
     batch)
       # The global-batch option at Electronics' shape: fewer whole-graph passes an epoch (its
