@@ -133,6 +133,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Also write every number of each epoch's record to WORKDIR/tensorboard (tensorboardX, the
   # `tensorboard` extra): `tensorboard --logdir=WORKDIR`.
   config.train.tensorboard = False
+  # The in-batch terms (InfoNCE, similarity preservation) span the whole batch (0, as the
+  # reference computes them), or N equal slices of it: set N to the device count to keep each
+  # device's terms on its own rows (no gathering of B x d rows across devices; each row then has
+  # B / N - 1 in-batch negatives instead of B - 1). AlignRec and MGCN; benchmarks/README.md.
+  config.train.in_batch_groups = 0
 
   # Devices the epochs run on: each step's batch is split across them (train.batch_size is the
   # global batch), parameters and data replicated; 0 takes every device (training/parallel.py).

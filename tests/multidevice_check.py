@@ -1,5 +1,6 @@
 """Run by tests/test_parallel.py in a process of its own with 4 fake CPU devices: both stages
-on sub-meshes of 1, 2 and 4 devices; prints a JSON line of what the test compares."""
+on sub-meshes of 1, 2 and 4 devices, and stage 2 with its in-batch terms in 2 groups on 1 and 2
+devices; prints a JSON line of what the test compares."""
 
 import json
 import sys
@@ -44,6 +45,17 @@ def main(root: str) -> None:
       parallel=make_parallel(config.parallel),
     )
     np.save(f"{root}/features_{count}.npy", np.load(path))
+  # The in-batch terms per device (train.in_batch_groups = 2): on 2 devices each computes its
+  # own slice's terms; on 1 device the same slices, one after the other.
+  for count in (1, 2):
+    config = test_config.get_config()
+    config.train.max_epochs = 2
+    config.train.in_batch_groups = 2
+    config.parallel.num_devices = count
+    config.data.cache_dir = f"{root}/data"
+    stage2.train_and_evaluate(config, f"{root}/grouped_{count}")
+    run = load_run(f"{root}/grouped_{count}", "latest")
+    np.save(f"{root}/grouped_users_{count}.npy", run.user_embeddings)
   print(json.dumps(out))
 
 

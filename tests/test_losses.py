@@ -158,3 +158,27 @@ def test_info_nce_hand_written_gradient_matches_autodiff(temperature):
     # Each entry is a float32 sum of terms as large as the largest entry (about 25 at tau 0.01),
     # so its rounding error scales with that, not with the entry itself.
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6 * float(np.max(np.abs(y))))
+
+
+def test_in_groups_is_the_real_row_weighted_mean_of_each_slices_loss():
+  # 12 rows in 3 slices of 4; the last slice holds 2 real rows, the middle one none.
+  a, b = RNG.normal(size=(12, D)), RNG.normal(size=(12, D))
+  mask = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0], np.float32)
+
+  def nce(x, y, m):
+    return losses.info_nce(anchors=x, positives=y, temperature=0.2, mask=m)
+
+  got = losses.in_groups(nce, 3, jnp.asarray(mask), jnp.asarray(a), jnp.asarray(b))
+  first, last = ref.info_nce(a[:4], b[:4], 0.2), ref.info_nce(a[8:10], b[8:10], 0.2)
+  np.testing.assert_allclose(got, (4 * first + 2 * last) / 6, rtol=1e-5)
+  # One group is the whole batch, and the whole batch is not its slices.
+  whole = losses.in_groups(nce, 1, jnp.asarray(mask), jnp.asarray(a), jnp.asarray(b))
+  np.testing.assert_allclose(whole, nce(a, b, mask), rtol=1e-6)
+  assert abs(float(whole) - float(got)) > 1e-3
+  # The slice of padding alone adds nothing to the gradient, and nothing NaN.
+  grad = jax.grad(lambda x: losses.in_groups(nce, 3, jnp.asarray(mask), x, jnp.asarray(b)))(
+    jnp.asarray(a, jnp.float32)
+  )
+  assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[4:8] == 0)
+  with pytest.raises(ValueError, match="do not split"):
+    losses.in_groups(nce, 5, jnp.asarray(mask), jnp.asarray(a), jnp.asarray(b))

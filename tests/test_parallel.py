@@ -46,6 +46,9 @@ def test_both_stages_on_1_2_and_4_devices_agree(tmp_path):
     )
     for metric, value in out["stage2"]["1"].items():
       assert out["stage2"][count][metric] == pytest.approx(value, abs=1e-6), metric
+  grouped = np.load(tmp_path / "grouped_users_1.npy")
+  np.testing.assert_allclose(np.load(tmp_path / "grouped_users_2.npy"), grouped, atol=TOLERANCE)
+  assert np.abs(grouped - one).max() > 10 * TOLERANCE  # per-slice terms are another objective
 
 
 def _free_port() -> int:
@@ -111,4 +114,16 @@ def test_a_batch_the_devices_cannot_share_is_a_config_error():
   config = test_config.get_config()
   config.parallel.num_devices = 2
   with pytest.raises(ConfigError, match=r"2 asked, 1 available|does not split evenly"):
+    stage2.check_config(config)
+
+
+@pytest.mark.parametrize(
+  "model, groups, message",
+  [("alignrec", 3, "do not split the batch size"), ("lightgcn", 2, "no in-batch terms")],
+)
+def test_in_batch_groups_that_cannot_apply_are_config_errors(model, groups, message):
+  config = test_config.get_config()
+  config.model.name = model
+  config.train.in_batch_groups = groups
+  with pytest.raises(ConfigError, match=message):
     stage2.check_config(config)

@@ -8,6 +8,7 @@ unpadded one. Weights are applied by the caller (models/*.py), from the config.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -167,3 +168,38 @@ def _squared_gram_norm(y: jax.Array, block: int = GRAM_BLOCK) -> jax.Array:
     rows = y[:, start : start + width].T @ y[:, start:]  # [width, dim - start]
     total += jnp.sum(jnp.square(rows[:, :width])) + 2.0 * jnp.sum(jnp.square(rows[:, width:]))
   return total
+
+
+def in_groups(
+  loss: Callable[..., jax.Array], groups: int, mask: jax.Array, *rows: jax.Array
+) -> jax.Array:
+  """An in-batch loss over `groups` equal slices of the batch instead of the whole batch.
+
+  `loss(*rows, mask)` is computed on each slice of B / groups consecutive rows (so each row's
+  in-batch negatives are its slice's rows), and the slices' values are averaged weighted by
+  their real rows: for a loss that is a mean over real rows, the mean over all rows of the
+  per-slice terms. With the slices laid out as the devices' shares of the batch (equal,
+  consecutive), each device computes its own slice's term and no rows are gathered across
+  devices. groups <= 1: `loss` over the whole batch, unchanged.
+
+  Args:
+    loss: loss(*rows, mask) -> scalar, each of `rows` [B, ...].
+    groups: slices; must divide B.
+    mask: [B] 1 for real rows.
+    *rows: the loss's row arrays, [B, ...] each.
+  """
+  if groups <= 1:
+    return loss(*rows, mask)
+  if mask.shape[0] % groups:
+    raise ValueError(f"{groups} groups do not split a batch of {mask.shape[0]} rows evenly")
+
+  def split(x: jax.Array) -> jax.Array:
+    return x.reshape(groups, x.shape[0] // groups, *x.shape[1:])
+
+  masks = split(mask)
+  real = jnp.sum(masks, axis=1)
+  # A slice of padding alone (the epoch's last batch) is computed with every row counted and
+  # weighted 0: an all-padding mask would make InfoNCE's gradient 0 / 0 (NaN) even at weight 0.
+  masks = jnp.where(real[:, None] > 0, masks, jnp.ones_like(masks))
+  values = jax.vmap(loss)(*map(split, rows), masks)
+  return jnp.sum(values * real) / jnp.maximum(jnp.sum(real), 1.0)

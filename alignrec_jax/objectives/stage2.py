@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -75,7 +76,13 @@ class AlignRecLoss:
 
 
 def alignrec_objective(
-  emb: Embeddings, features: jax.Array, batch: Batch, *, batch_size: int, weights: AlignRecLoss
+  emb: Embeddings,
+  features: jax.Array,
+  batch: Batch,
+  *,
+  batch_size: int,
+  weights: AlignRecLoss,
+  in_batch_groups: int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The five terms of AlignRec's stage-2 loss on one batch, as the reference computes them.
 
@@ -85,6 +92,8 @@ def alignrec_objective(
     batch: B (user, positive, negative) triples with a padding mask.
     batch_size: the configured batch size; the L2 term divides by it even for a short batch.
     weights: the term weights and the temperature.
+    in_batch_groups: the in-batch terms (InfoNCE, similarity) within this many equal slices
+      of the batch (`losses.in_groups`; `train.in_batch_groups`); 1: the whole batch.
 
   Returns:
     (total loss, {term name: weighted value}).
@@ -92,6 +101,23 @@ def alignrec_objective(
   u, pos, neg, mask = batch.users, batch.pos_items, batch.neg_items, batch.mask
   zu, zp, zn = emb.user_rows(u), emb.item_rows(pos), emb.item_rows(neg)
   tau = weights.temperature
+
+  def info_nce(anchors: jax.Array, positives: jax.Array) -> jax.Array:
+    return losses.in_groups(
+      lambda a, p, m: losses.info_nce(anchors=a, positives=p, temperature=tau, mask=m),
+      in_batch_groups,
+      mask,
+      anchors,
+      positives,
+    )
+
+  similarity = losses.in_groups(
+    lambda e, f, m: losses.similarity_preservation(embeddings=e, features=f, mask=m),
+    in_batch_groups,
+    mask,
+    emb.content_items[pos],
+    features[pos],
+  )
   terms = {
     "bpr": losses.bpr(pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1), mask=mask),
     "l2": weights.l2_weight
@@ -99,20 +125,10 @@ def alignrec_objective(
     "uia": weights.uia_weight * losses.cosine_alignment(users=zu, items=zp, mask=mask),
     "cca": weights.cl_weight
     * (
-      losses.info_nce(
-        anchors=emb.content_items[pos],
-        positives=emb.ids[emb.num_users + pos],
-        temperature=tau,
-        mask=mask,
-      )
-      + losses.info_nce(
-        anchors=emb.content_users[u], positives=emb.ids[u], temperature=tau, mask=mask
-      )
+      info_nce(emb.content_items[pos], emb.ids[emb.num_users + pos])
+      + info_nce(emb.content_users[u], emb.ids[u])
     ),
-    "sim": weights.sim_weight
-    * losses.similarity_preservation(
-      embeddings=emb.content_items[pos], features=features[pos], mask=mask
-    ),
+    "sim": weights.sim_weight * similarity,
   }
   return sum(terms.values()), terms
 
@@ -265,18 +281,31 @@ class MGCNLoss:
 
 
 def mgcn_objective(
-  emb: Embeddings, features: jax.Array, batch: Batch, *, batch_size: int, weights: MGCNLoss
+  emb: Embeddings,
+  features: jax.Array,
+  batch: Batch,
+  *,
+  batch_size: int,
+  weights: MGCNLoss,
+  in_batch_groups: int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """MMRec's MGCN loss: BPR (-logsigmoid) and L2 on the final rows, plus cl_weight times
-  InfoNCE(side, user-item view) over the batch's positive items and its users."""
+  InfoNCE(side, user-item view) over the batch's positive items and its users (within
+  `in_batch_groups` slices of the batch, as AlignRec's)."""
   del features
   users, pos, neg, mask = batch.users, batch.pos_items, batch.neg_items, batch.mask
   zu, zp, zn = emb.user_rows(users), emb.item_rows(pos), emb.item_rows(neg)
   num_users = emb.num_users
 
   def info_nce(side: jax.Array, content: jax.Array) -> jax.Array:
-    return losses.info_nce(
-      anchors=side, positives=content, temperature=weights.temperature, mask=mask
+    return losses.in_groups(
+      lambda a, p, m: losses.info_nce(
+        anchors=a, positives=p, temperature=weights.temperature, mask=m
+      ),
+      in_batch_groups,
+      mask,
+      side,
+      content,
     )
 
   terms = {
@@ -454,11 +483,14 @@ def build(
   num_items: int,
   batch_size: int,
   feature_dims: tuple[int, ...] = (),
+  in_batch_groups: int = 1,
 ) -> tuple[nn.Module, Objective]:
   """(module, objective) of `config.model`, the objective's weights and batch size bound.
 
   The objective is then `objective(emb, features, batch) -> (loss, terms)`. `feature_dims`:
   each modality's width in F, for a module that projects them one by one (FREEDOM).
+  `in_batch_groups` > 1: the in-batch terms within that many slices of the batch (a model
+  without such terms is a ConfigError).
   """
   spec = model_spec(config)
   group = config[config.name]
@@ -467,4 +499,19 @@ def build(
     sizes["feature_dims"] = tuple(feature_dims)
   module = spec.module(**sizes, **{field: group[field] for field in spec.module_fields()})
   weights = spec.loss(**group.loss.to_dict())
-  return module, functools.partial(spec.objective, batch_size=batch_size, weights=weights)
+  options = {}
+  if in_batch_groups > 1:
+    if not has_in_batch_terms(config):
+      raise ConfigError(
+        f"train.in_batch_groups={in_batch_groups}: model {config.name!r} has no in-batch terms "
+        "to group (AlignRec and MGCN have); leave it at 0"
+      )
+    options["in_batch_groups"] = in_batch_groups
+  return module, functools.partial(
+    spec.objective, batch_size=batch_size, weights=weights, **options
+  )
+
+
+def has_in_batch_terms(config: ml_collections.ConfigDict) -> bool:
+  """Whether the model's objective has in-batch terms that `train.in_batch_groups` can group."""
+  return "in_batch_groups" in inspect.signature(model_spec(config).objective).parameters

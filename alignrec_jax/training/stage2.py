@@ -83,6 +83,7 @@ FIELDS = {
     "select_metric",
     "checkpoint_every",
     "tensorboard",
+    "in_batch_groups",
   ),
   "eval": ("ks", "chunk_size", "head_fraction", "short_history_fraction"),
 }
@@ -139,9 +140,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       "checkpoint_every": POSITIVE_INT,
       "tensorboard": BOOL,
       "select_metric": (lambda v: v in metrics, f"one of {', '.join(metrics)} (config.eval.ks)"),
+      "in_batch_groups": NONNEGATIVE_INT,
     },
     path="config.train",
   )
+  groups = config.train.in_batch_groups
+  if groups > 1:
+    if config.train.batch_size % groups:
+      raise ConfigError(
+        f"config.train.in_batch_groups: {groups} groups do not split the batch size "
+        f"{config.train.batch_size} evenly: choose a divisor of it"
+      )
+    if not objectives.has_in_batch_terms(config.model):
+      raise ConfigError(
+        f"config.train.in_batch_groups: model {config.model.name!r} has no in-batch terms to "
+        "group (AlignRec and MGCN have); leave it at 0"
+      )
 
 
 @jax.tree_util.register_dataclass
@@ -413,6 +427,7 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
     num_items=dataset.num_items,
     batch_size=config.train.batch_size,
     feature_dims=exp.feature_dims,
+    in_batch_groups=config.train.in_batch_groups,
   )
   num_train = len(dataset.train)
   steps_per_epoch = math.ceil(num_train / config.train.batch_size)
