@@ -21,6 +21,7 @@ import pytest
 
 from alignrec_jax import files
 from alignrec_jax.errors import ConfigError, WorkdirError
+from alignrec_jax.experiments import runs
 from alignrec_jax.training import checkpoint, loop, reporting, stage2
 from configs import test as test_config
 
@@ -428,3 +429,29 @@ def test_a_growing_loss_is_warned_about(caplog):
   warned = loop._warn_on_growth("stage 2", 2, 600.0, first)
   assert "the loss grew from 0.5 (epoch 0) to 600 (epoch 2)" in caplog.text
   assert loop._warn_on_growth("stage 2", 3, 1e9, warned) == warned  # once
+
+
+def test_a_field_added_since_a_run_started_reads_as_its_earlier_behaviour(tmp_path):
+  task = loop.Task(
+    name="stage 2",
+    init_state=None,
+    train_epoch=None,
+    data=None,
+    examples_per_epoch=0,
+    added_fields=stage2.ADDED_FIELDS,
+  )
+  config = _config()
+  saved = json.loads(config.to_json())
+  del saved["train"]["in_batch_groups"]  # written before the field existed
+  assert loop.config_changes(task, json.dumps(saved), config.to_json()) == []
+  config.train.in_batch_groups = 2
+  assert loop.config_changes(task, json.dumps(saved), config.to_json()) == [
+    "train.in_batch_groups: 0 -> 2"
+  ]
+  # A finished run's summary from before the field is read back as finished (a sweep or a
+  # comparison does not train it again), unless the field now asks for something else.
+  config.train.in_batch_groups = 0
+  (tmp_path / "summary.json").write_text(json.dumps({"config": saved, "epochs_run": 1}))
+  assert runs.finished(config, str(tmp_path)) is not None
+  config.train.in_batch_groups = 2
+  assert runs.finished(config, str(tmp_path)) is None

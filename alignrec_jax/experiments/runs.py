@@ -24,7 +24,9 @@ from alignrec_jax.training import stage2 as stage2_lib
 def finished(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
   """The summary of the run in `workdir` if it finished with this very config, else None."""
   summary = loop.read_summary(workdir)
-  if summary is None or summary.get("config") != json.loads(config.to_json()):
+  if summary is None or not loop.same_config(
+    summary.get("config", {}), json.loads(config.to_json()), stage2_lib.ADDED_FIELDS
+  ):
     return None
   return summary
 

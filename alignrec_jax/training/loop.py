@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -79,6 +79,9 @@ class Task:
       may change: they do not change what the run computes (e.g. `train.max_epochs`).
     path_fields: config fields holding paths, compared by file name only, so that a moved
       workdir, dataset or clone still resumes.
+    added_fields: fields added to the config after runs may have started, each with the value
+      that computes what the runs before it computed: a saved config without the field reads as
+      holding that value, so a library upgrade does not stop old runs resuming.
     progress: the progress lines of long epochs, which `train_epoch` calls (the loop marks
       each epoch's start).
   """
@@ -91,6 +94,7 @@ class Task:
   evaluate: Evaluate | None = None
   free_fields: tuple[str, ...] = ()
   path_fields: tuple[str, ...] = ()
+  added_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   progress: reporting.EpochProgress | None = None
 
 
@@ -100,6 +104,18 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
       k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()
     }
   return {prefix[:-1]: tree}
+
+
+def with_added_fields(flat: dict[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
+  """A flattened saved config with each field added since (`Task.added_fields`) that it lacks
+  set to the value reproducing the behaviour before it."""
+  return {**{k: v for k, v in added.items() if k not in flat}, **flat}
+
+
+def same_config(saved: dict[str, Any], config: dict[str, Any], added: Mapping[str, Any]) -> bool:
+  """Whether a saved config (nested, as JSON) is `config`, reading fields added since it was
+  saved as their earlier behaviour's values."""
+  return with_added_fields(_flatten(saved), added) == _flatten(config)
 
 
 def config_changes(task: Task, saved_json: str, config_json: str) -> list[str]:
@@ -112,7 +128,8 @@ def config_changes(task: Task, saved_json: str, config_json: str) -> list[str]:
     names = value if isinstance(value, list) else [value]
     return [os.path.basename(os.path.normpath(str(v))) for v in names]
 
-  saved, new = _flatten(json.loads(saved_json)), _flatten(json.loads(config_json))
+  saved = with_added_fields(_flatten(json.loads(saved_json)), task.added_fields)
+  new = _flatten(json.loads(config_json))
   changes = []
   for field in sorted(set(saved) | set(new)):
     if field in task.free_fields or any(

@@ -63,6 +63,10 @@ from alignrec_jax.training.early_stopping import EarlyStopping
 from alignrec_jax.training.epoch import ScannedEpoch
 from alignrec_jax.training.parallel import Parallel, make_parallel
 
+# Fields added after runs may have started, with the value that computes what those runs did:
+# a run saved without one resumes (and is read back as finished) as if it held that value.
+ADDED_FIELDS = {"train.in_batch_groups": 0}
+
 # Every field of the stage-2 groups (the model and optim groups check their own).
 FIELDS = {
   "data": (
@@ -488,6 +492,7 @@ def make_task(
       *(f"model.{name}." for name in objectives.MODELS if name != config.model.name),
     ),
     path_fields=("data.path", "data.cache_dir", "data.features"),
+    added_fields=ADDED_FIELDS,
     init_state=lambda key: recommender.init_state(key, exp.train_data),
     train_epoch=recommender.make_train_epoch(progress),
     data=exp.train_data,
