@@ -1,14 +1,19 @@
 """Run by tests/test_parallel.py in a process of its own with 4 fake CPU devices: both stages
 on sub-meshes of 1, 2 and 4 devices, and stage 2 with its in-batch terms in 2 groups on 1 and 2
-devices; prints a JSON line of what the test compares."""
+devices, and evaluation with the users split over sub-meshes; prints a JSON line of what the
+test compares."""
 
 import json
 import sys
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
+from test_evaluate import _random_dataset  # run as a script: the tests' folder is on the path
 
 from alignrec_jax.data import content as content_lib
+from alignrec_jax.evaluation.index import make_eval_data
+from alignrec_jax.evaluation.ranking import METHODS, evaluate
 from alignrec_jax.serving import load_run
 from alignrec_jax.training import stage1, stage2
 from alignrec_jax.training.parallel import make_parallel
@@ -56,7 +61,27 @@ def main(root: str) -> None:
     stage2.train_and_evaluate(config, f"{root}/grouped_{count}")
     run = load_run(f"{root}/grouped_{count}", "latest")
     np.save(f"{root}/grouped_users_{count}.npy", run.user_embeddings)
+  out["evaluation"] = _evaluation_on_sub_meshes()
   print(json.dumps(out))
+
+
+def _evaluation_on_sub_meshes() -> dict[str, bool]:
+  """Whether evaluation with the users split over 2, 3 and 4 devices (6 chunks: 3 devices
+  take 2 each, 4 leave padding) gives the one-device metrics exactly, for both methods."""
+  rng = np.random.default_rng(0)
+  dataset = _random_dataset(rng, 53, 40)
+  users = rng.normal(size=(53, 6)).astype(np.float32)
+  items = rng.normal(size=(40, 6)).astype(np.float32)
+  data = make_eval_data(dataset, chunk_size=8)
+  assert data.num_chunks == 6
+  equal = {}
+  for method in METHODS:
+    one = evaluate(users, items, data, ks=(1, 5, 20), method=method)
+    for count in (2, 3, 4):
+      mesh = Mesh(np.array(jax.devices()[:count]), ("data",))
+      got = evaluate(users, items, data, ks=(1, 5, 20), method=method, mesh=mesh)
+      equal[f"{method}_{count}"] = got == one
+  return equal
 
 
 if __name__ == "__main__":

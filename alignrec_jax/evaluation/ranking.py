@@ -63,6 +63,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from alignrec_jax.evaluation.index import HELDOUT_SPLITS, SPLIT_FLAGS, TAIL_FLAG, EvalData
 
@@ -271,11 +272,16 @@ def _dot_scores(params: tuple[jax.Array, jax.Array], chunk: ScoreChunk) -> jax.A
   )
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "ks", "method"))
+@functools.partial(jax.jit, static_argnames=("score_fn", "ks", "method", "mesh"))
 def _evaluate_sums(
-  score_fn: ScoreFn, params: Any, data: EvalData, ks: tuple[int, ...], method: str
+  score_fn: ScoreFn,
+  params: Any,
+  data: EvalData,
+  ks: tuple[int, ...],
+  method: str,
+  mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-  """Per-chunk metric sums.
+  """Per-chunk metric sums; with a mesh, the chunks (users) split across its devices.
 
   Returns:
     sums: [num_chunks, 2 splits, 2 (all, tail), 4 metrics, len(ks)] float32.
@@ -284,7 +290,7 @@ def _evaluate_sums(
   size = data.chunk_size
   k_max = max(ks)
 
-  def one_chunk(chunk: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def one_chunk(chunk: jax.Array, params: Any, data: EvalData) -> tuple[jax.Array, jax.Array]:
     first = chunk * size
     users = jax.lax.dynamic_slice_in_dim(data.user_ids, first, size)
     mask_rows = _chunk_rows(data.train_rows, data.train_offsets, chunk, data.train_max_len, size)
@@ -335,7 +341,43 @@ def _evaluate_sums(
       jnp.stack(counts).reshape(2, 2),
     )
 
-  return jax.lax.map(one_chunk, jnp.arange(data.num_chunks, dtype=jnp.int32))
+  if mesh is None or mesh.size == 1:
+    chunks = jnp.arange(data.num_chunks, dtype=jnp.int32)
+    return jax.lax.map(lambda chunk: one_chunk(chunk, params, data), chunks)
+  return _chunks_over_devices(one_chunk, (params, data), data.num_chunks, mesh)
+
+
+def _chunks_over_devices(
+  one_chunk: Callable[..., Any], operands: tuple, num_chunks: int, mesh: Mesh
+) -> tuple[jax.Array, jax.Array]:
+  """`lax.map(one_chunk(chunk, *operands), chunks)` with the chunks split across the mesh's
+  (1-D) devices, the operands replicated.
+
+  Device d scores chunks d * c .. (d + 1) * c - 1 (c = ceil(num_chunks / devices); the last
+  device's extra chunks repeat the last real one and are dropped), so each device holds one
+  chunk's [chunk_size, num_items] scores at a time and the users are split across devices (and
+  hosts). The per-chunk sums are gathered to every device, so the result is replicated and the
+  host adds them up exactly as on one device.
+  """
+  (axis,) = mesh.axis_names
+  per_device = -(-num_chunks // mesh.size)
+  chunks = jnp.arange(mesh.size * per_device, dtype=jnp.int32).reshape(mesh.size, per_device)
+
+  def local(ids: jax.Array, *operands):
+    ids = jnp.minimum(ids[0], num_chunks - 1)
+    out = jax.lax.map(lambda chunk: one_chunk(chunk, *operands), ids)
+    return jax.tree.map(lambda x: jax.lax.all_gather(x, axis, tiled=True), out)
+
+  # No gradients flow here, so the varying-axis checks (which the loops' carries would need
+  # annotated) are off; the all_gather makes the outputs replicated, as out_specs says.
+  out = jax.shard_map(
+    local,
+    mesh=mesh,
+    in_specs=(PartitionSpec(axis), *(PartitionSpec() for _ in operands)),
+    out_specs=PartitionSpec(),
+    check_vma=False,
+  )(chunks, *operands)
+  return jax.tree.map(lambda x: x[:num_chunks], out)
 
 
 def default_method() -> str:
@@ -363,6 +405,7 @@ def evaluate(
   *,
   ks: Sequence[int] = DEFAULT_KS,
   method: str | None = None,
+  mesh: Mesh | None = None,
 ) -> dict[str, dict[str, float]]:
   """Full-ranking metrics on the validation and test splits from one scoring pass.
 
@@ -376,6 +419,8 @@ def evaluate(
     data: from `make_eval_data`.
     ks: cutoffs K, each in 1..num_items.
     method: "count" or "top_k" (see the module docstring); None picks `default_method()`.
+    mesh: a 1-D device mesh (the training's): the users' chunks are split across its devices
+      and hosts, the embeddings replicated on it. None: the default device.
 
   Returns:
     {"valid": {...}, "test": {...}}, each with "recall@K", "ndcg@K", "precision@K", "map@K",
@@ -388,7 +433,7 @@ def evaluate(
       f"embeddings {user_emb.shape}, {item_emb.shape} do not match the dataset's "
       f"{data.num_users} users, {data.num_items} items"
     )
-  return evaluate_scores(_dot_scores, (user_emb, item_emb), data, ks=ks, method=method)
+  return evaluate_scores(_dot_scores, (user_emb, item_emb), data, ks=ks, method=method, mesh=mesh)
 
 
 def evaluate_scores(
@@ -398,6 +443,7 @@ def evaluate_scores(
   *,
   ks: Sequence[int] = DEFAULT_KS,
   method: str | None = None,
+  mesh: Mesh | None = None,
 ) -> dict[str, dict[str, float]]:
   """`evaluate` for any scorer: the same masking, ranking and metrics, scores from `score_fn`.
 
@@ -413,12 +459,13 @@ def evaluate_scores(
     data: from `make_eval_data`.
     ks: cutoffs K, each in 1..num_items.
     method: "count" or "top_k" (see the module docstring); None picks `default_method()`.
+    mesh: as `evaluate`'s.
 
   Returns:
     The same dictionary as `evaluate`.
   """
   ks, method = _check_options(ks, method, data)
-  sums, counts = jax.device_get(_evaluate_sums(score_fn, params, data, ks, method))
+  sums, counts = jax.device_get(_evaluate_sums(score_fn, params, data, ks, method, mesh))
   return _results(sums, counts, ks)
 
 

@@ -468,10 +468,11 @@ def make_task(
 
   def evaluate_params(params, improves: Callable[[dict], bool]) -> dict[str, Any]:
     embeddings = embed(params, exp.train_data)
-    results = evaluate(*embeddings, exp.eval_data, ks=ks)
+    mesh = exp.parallel.mesh  # users split across the training's devices
+    results = evaluate(*embeddings, exp.eval_data, ks=ks, mesh=mesh)
     if exp.short_history_eval_data is not None and improves(results):
       # Only the best epoch's metrics are reported, so only improving epochs need these.
-      short = evaluate(*embeddings, exp.short_history_eval_data, ks=ks)
+      short = evaluate(*embeddings, exp.short_history_eval_data, ks=ks, mesh=mesh)
       results.update(valid_short=short["valid"], test_short=short["test"])
     return results
 
