@@ -13,7 +13,9 @@ device as `propagation.SparseOperator`s, which derive whatever their kernel need
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -115,13 +117,43 @@ def _knn_block(
   return jnp.take_along_axis(sims, idx, axis=1), idx
 
 
+KNN_SEARCHES = ("exact", "ivf")
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnSearch:
+  """How the item kNN neighbours are found (`config.model.knn_search`, `knn_probes`).
+
+  "exact": every item against every item in row blocks on the default JAX device (I^2 D work:
+  2.6 s at Amazon Electronics' 63,001 items on an H100, about an hour at ten times that on a
+  2-core CPU). "ivf": faiss's inverted-file index (`IndexIVFFlat`, inner product over the
+  L2-normalised rows, 4 sqrt(I) lists trained by k-means, `probes` lists searched a query):
+  approximate, for catalogues where the exact search is too slow; `benchmarks/bench_knn.py`
+  measures its recall against the exact search. Needs faiss (`pip install -e '.[knn]'`).
+  """
+
+  method: str = "exact"
+  probes: int = 32
+
+  def __post_init__(self):
+    if self.method not in KNN_SEARCHES:
+      raise ValueError(f"knn search must be one of {KNN_SEARCHES}, got {self.method!r}")
+    if self.probes < 1:
+      raise ValueError(f"knn probes must be >= 1, got {self.probes}")
+
+
 def default_block_size(num_items: int, *, budget_bytes: int = 128 * 2**20) -> int:
   """Rows per similarity block so that one [block, num_items] float32 block fits the budget."""
   return int(np.clip(budget_bytes // (4 * max(num_items, 1)), 64, 1024))
 
 
 def knn_graph(
-  features: np.ndarray, *, k: int = 10, include_self: bool = True, block_size: int | None = None
+  features: np.ndarray,
+  *,
+  k: int = 10,
+  include_self: bool = True,
+  block_size: int | None = None,
+  search: KnnSearch = KnnSearch(),
 ) -> jraph.GraphsTuple:
   """The normalised item-item kNN graph S of AlignRec's content branch, without any I x I matrix.
 
@@ -139,13 +171,14 @@ def knn_graph(
     k: neighbours per item (self included when `include_self`).
     include_self: keep the item as its own first neighbour (the reference's behaviour).
     block_size: rows per similarity block (None: `default_block_size`).
+    search: exact (the default) or approximate neighbours (`KnnSearch`).
 
   Returns:
     S as a GraphsTuple over the items: edge (j -> i) with weight S_ij for each of item i's k
     neighbours j, sorted by (i, j).
   """
   neighbours, values = knn_neighbours(
-    features, k=k, include_self=include_self, block_size=block_size
+    features, k=k, include_self=include_self, block_size=block_size, search=search
   )
   num_items = features.shape[0]
   inv_sqrt = _inverse_sqrt(values.sum(axis=1, dtype=np.float64))
@@ -171,12 +204,18 @@ def block_diagonal(graphs: list[jraph.GraphsTuple]) -> jraph.GraphsTuple:
 
 
 def knn_neighbours(
-  features: np.ndarray, *, k: int, include_self: bool = True, block_size: int | None = None
+  features: np.ndarray,
+  *,
+  k: int,
+  include_self: bool = True,
+  block_size: int | None = None,
+  search: KnnSearch = KnnSearch(),
 ) -> tuple[np.ndarray, np.ndarray]:
   """Each item's top-k cosine neighbours: (ids [I, k] int32, cosines [I, k] float32).
 
   The item itself first when `include_self`, then by cosine, ties by lower item id; computed
-  `block_size` rows at a time (see `knn_graph`).
+  `block_size` rows at a time (see `knn_graph`). With `search.method == "ivf"` the neighbours
+  after the item itself are faiss's approximate ones (their cosines exact).
   """
   num_items = features.shape[0]
   if not 0 < k <= num_items - (0 if include_self else 1):
@@ -188,22 +227,86 @@ def knn_neighbours(
     l2_normalize_rows(np.asarray(features, np.float32), norm_dtype=np.float32)
   )
   block_size = min(block_size or default_block_size(num_items), num_items)
-  values = np.empty((num_items, k), np.float32)
-  neighbours = np.empty((num_items, k), np.int32)
-  for start in range(0, num_items, block_size):
+  if search.method == "ivf":
+    return _ivf_neighbours(normalized, k, include_self, search.probes, block_size)
+  return _exact_neighbours(normalized, np.arange(num_items), k, include_self, block_size)
+
+
+def exact_neighbours_of(
+  features: np.ndarray, rows: np.ndarray, *, k: int, include_self: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+  """`knn_neighbours`' exact answer for the items `rows` alone (e.g. a sample, to measure an
+  approximate search's recall without the whole exact graph)."""
+  normalized = jnp.asarray(
+    l2_normalize_rows(np.asarray(features, np.float32), norm_dtype=np.float32)
+  )
+  block_size = min(default_block_size(features.shape[0]), len(rows))
+  return _exact_neighbours(normalized, np.asarray(rows), k, include_self, block_size)
+
+
+def _exact_neighbours(
+  normalized: jax.Array, rows: np.ndarray, k: int, include_self: bool, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """`knn_neighbours` of the items `rows` (all of them, or the ones an approximate search
+  could not fill), against every item."""
+  num_rows = len(rows)
+  values = np.empty((num_rows, k), np.float32)
+  neighbours = np.empty((num_rows, k), np.int32)
+  for start in range(0, num_rows, block_size):
     # The last block is padded to the full size so that _knn_block compiles once.
-    rows = np.minimum(np.arange(start, start + block_size), num_items - 1)
+    block = rows[np.minimum(np.arange(start, start + block_size), num_rows - 1)]
     vals, idx = _knn_block(
-      normalized[rows], jnp.asarray(rows, jnp.int32), normalized, k=k, include_self=include_self
+      normalized[block], jnp.asarray(block, jnp.int32), normalized, k=k, include_self=include_self
     )
-    stop = min(start + block_size, num_items)
+    stop = min(start + block_size, num_rows)
     values[start:stop] = np.asarray(vals)[: stop - start]
     neighbours[start:stop] = np.asarray(idx)[: stop - start]
   return neighbours, values
 
 
+def _ivf_neighbours(
+  normalized: jax.Array, k: int, include_self: bool, probes: int, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """`knn_neighbours` by faiss's IVF index (see `KnnSearch`); rows it cannot fill with k
+  neighbours (too few items in the lists it probed) are searched exactly."""
+  try:
+    import faiss  # noqa: PLC0415 (optional: only the approximate search needs it)
+  except ImportError as e:
+    raise ImportError(
+      "the approximate kNN search (knn_search=ivf) needs faiss: pip install -e '.[knn]'"
+    ) from e
+  rows = np.asarray(normalized, np.float32)
+  num_items, dim = rows.shape
+  lists = max(1, min(int(4 * math.sqrt(num_items)), num_items // 39))  # faiss: >= 39 per list
+  index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+  index.train(rows)
+  index.add(rows)
+  index.nprobe = min(probes, lists)
+  sims, ids = index.search(rows, k + 1)
+  own = ids == np.arange(num_items)[:, None]
+  # The item itself, wherever the search put it, moves last (stable: the rest keep their order
+  # by cosine) and is dropped; with include_self it then goes first with its own cosine.
+  order = np.argsort(own, axis=1, kind="stable")
+  ids, sims = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+  others = k - 1 if include_self else k
+  ids, sims = ids[:, :others], sims[:, :others]
+  if include_self:
+    self_cosine = np.sum(rows * rows, axis=1, keepdims=True)  # 1, or 0 for a zero row
+    ids = np.concatenate([np.arange(num_items)[:, None], ids], axis=1)
+    sims = np.concatenate([self_cosine, sims], axis=1)
+  unfilled = np.flatnonzero((ids < 0).any(axis=1))
+  if len(unfilled):
+    exact_ids, exact_sims = _exact_neighbours(normalized, unfilled, k, include_self, block_size)
+    ids[unfilled], sims[unfilled] = exact_ids, exact_sims
+  return ids.astype(np.int32), sims.astype(np.float32)
+
+
 def mixed_knn_graph(
-  modalities: list[np.ndarray], weights: list[float], *, k: int = 10
+  modalities: list[np.ndarray],
+  weights: list[float],
+  *,
+  k: int = 10,
+  search: KnnSearch = KnnSearch(),
 ) -> jraph.GraphsTuple:
   """FREEDOM's frozen item-item graph: per-modality binary kNN graphs, mixed by `weights`.
 
@@ -217,6 +320,7 @@ def mixed_knn_graph(
     modalities: [num_items, dim_m] feature arrays.
     weights: one mixing weight per modality (MMRec: image weight, 1 - image weight).
     k: neighbours per item.
+    search: exact (the default) or approximate neighbours (`KnnSearch`).
   """
   if len(modalities) != len(weights) or not modalities:
     raise ValueError(f"{len(modalities)} modalities but {len(weights)} weights")
@@ -224,7 +328,7 @@ def mixed_knn_graph(
   entry = (k + 1e-7) ** -0.5 * (k + 1e-7) ** -0.5
   senders, receivers, values = [], [], []
   for features, weight in zip(modalities, weights, strict=True):
-    neighbours, _ = knn_neighbours(features, k=k, include_self=True)
+    neighbours, _ = knn_neighbours(features, k=k, include_self=True, search=search)
     senders.append(neighbours.ravel().astype(np.int64))
     receivers.append(np.repeat(np.arange(num_items, dtype=np.int64), k))
     values.append(np.full(num_items * k, weight * entry))

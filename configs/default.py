@@ -42,6 +42,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = "alignrec"  # one of the groups below
   config.model.kernel = "auto"  # sparse kernel: "auto", "csr" or "segment_sum"
+  # The item kNN graphs (AlignRec, FREEDOM, MGCN): "exact", or "ivf" (faiss's approximate
+  # inverted-file search, `knn_probes` lists a query; the `knn` extra) for catalogues where the
+  # exact search's I^2 D work is too slow (graph.KnnSearch; recall in benchmarks/README.md).
+  config.model.knn_search = "exact"
+  config.model.knn_probes = 32
   config.model.alignrec = ml_collections.ConfigDict(
     dict(
       embed_dim=64,

@@ -141,3 +141,63 @@ def test_freedom_mixed_knn_graph_matches_dense():
   assert np.all(np.diag(ref.dense(graph)) > 0)  # every item is its own neighbour
   with pytest.raises(ValueError, match="2 modalities but 1 weights"):
     graph_lib.mixed_knn_graph([image, text], [1.0], k=k)
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+def test_ivf_search_probing_every_list_is_the_exact_search(include_self):
+  rng = np.random.default_rng(3)
+  features = rng.normal(size=(400, 16)).astype(np.float32)  # 10 lists of 40 items
+  exact_ids, exact_sims = graph_lib.knn_neighbours(features, k=5, include_self=include_self)
+  every_list = graph_lib.KnnSearch("ivf", probes=10)
+  ids, sims = graph_lib.knn_neighbours(features, k=5, include_self=include_self, search=every_list)
+  np.testing.assert_array_equal(ids, exact_ids)
+  np.testing.assert_allclose(sims, exact_sims, atol=1e-5)
+
+
+def test_ivf_search_with_few_probes_is_a_valid_approximate_graph():
+  rng = np.random.default_rng(4)
+  # Clustered rows, as real features are: the lists hold most true neighbours.
+  centres = rng.normal(size=(8, 16))
+  features = (centres[rng.integers(0, 8, 600)] + 0.3 * rng.normal(size=(600, 16))).astype(
+    np.float32
+  )
+  features[7] = 0.0  # a zero row: cosine 0 with everything, still k neighbours
+  exact_ids, _ = graph_lib.knn_neighbours(features, k=6, include_self=True)
+  ids, sims = graph_lib.knn_neighbours(
+    features, k=6, include_self=True, search=graph_lib.KnnSearch("ivf", probes=1)
+  )
+  assert ids.shape == (600, 6) and ids.dtype == np.int32 and ids.min() >= 0
+  np.testing.assert_array_equal(ids[:, 0], np.arange(600))  # the item itself first
+  assert sims[7, 0] == 0.0 and np.all(sims[np.arange(600) != 7, 0] == pytest.approx(1.0))
+  assert all(len(set(row)) == 6 for row in ids)  # no neighbour twice
+  recall = np.mean([len(set(a[1:]) & set(b[1:])) / 5 for a, b in zip(ids, exact_ids, strict=True)])
+  assert 0.5 < recall <= 1.0
+  graph = graph_lib.knn_graph(
+    features, k=6, search=graph_lib.KnnSearch("ivf", probes=1)
+  )  # and it makes a graph: k edges a row, sorted by receiver
+  assert len(graph.edges) == 600 * 6 and np.all(np.diff(graph.receivers) >= 0)
+
+
+def test_knn_search_rejects_unknown_methods_and_probes():
+  with pytest.raises(ValueError, match="knn search must be one of"):
+    graph_lib.KnnSearch("hnsw")
+  with pytest.raises(ValueError, match="probes must be >= 1"):
+    graph_lib.KnnSearch("ivf", probes=0)
+
+
+def test_the_config_switches_the_models_item_graph_to_the_ivf_search(tmp_path):
+  from alignrec_jax.errors import ConfigError
+  from alignrec_jax.training import stage2
+  from configs import test as test_config
+
+  config = test_config.get_config()
+  config.data.cache_dir = str(tmp_path / "data")
+  config.model.knn_search = "ivf"
+  config.model.knn_probes = 2
+  exp = stage2.build_experiment(config, str(tmp_path))
+  knn = exp.train_data.graphs.item_knn.graph
+  k = config.model.alignrec.knn_k
+  assert len(knn.edges) == exp.dataset.num_items * k
+  config.model.knn_search = "annoy"
+  with pytest.raises(ConfigError, match=r"config\.model\.knn_search.*one of"):
+    stage2.check_config(config)

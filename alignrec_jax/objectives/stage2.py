@@ -322,19 +322,22 @@ def mgcn_objective(
 
 
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-# item_graph(model group, modalities [I, D_m] each, F [I, D]) -> the item-item graph.
+# item_graph(model group, modalities [I, D_m] each, F [I, D], search) -> the item-item graph.
 ItemGraph = Callable[
-  [ml_collections.ConfigDict, Sequence[np.ndarray], np.ndarray], jraph.GraphsTuple
+  [ml_collections.ConfigDict, Sequence[np.ndarray], np.ndarray, graph_lib.KnnSearch],
+  jraph.GraphsTuple,
 ]
 
 
-def alignrec_item_graph(group, modalities, features) -> jraph.GraphsTuple:
+def alignrec_item_graph(group, modalities, features, search) -> jraph.GraphsTuple:
   """AlignRec's S: the cosine kNN graph of F (all modalities combined), weighted, normalised."""
   del modalities
-  return graph_lib.knn_graph(features, k=group.knn_k, include_self=group.knn_include_self)
+  return graph_lib.knn_graph(
+    features, k=group.knn_k, include_self=group.knn_include_self, search=search
+  )
 
 
-def freedom_item_graph(group, modalities, features) -> jraph.GraphsTuple:
+def freedom_item_graph(group, modalities, features, search) -> jraph.GraphsTuple:
   """FREEDOM's frozen S: each modality's binary kNN graph, the first weighted image_weight."""
   del features
   if len(modalities) > 2:
@@ -345,15 +348,15 @@ def freedom_item_graph(group, modalities, features) -> jraph.GraphsTuple:
   weights = [group.image_weight, 1.0 - group.image_weight][: len(modalities)]
   if len(modalities) == 1:
     weights = [1.0]
-  return graph_lib.mixed_knn_graph(list(modalities), weights, k=group.knn_k)
+  return graph_lib.mixed_knn_graph(list(modalities), weights, k=group.knn_k, search=search)
 
 
-def mgcn_item_graph(group, modalities, features) -> jraph.GraphsTuple:
+def mgcn_item_graph(group, modalities, features, search) -> jraph.GraphsTuple:
   """MGCN's frozen item graphs: each modality's weighted cosine kNN graph (self included),
   normalised as AlignRec's, side by side as one block-diagonal graph over M x I nodes."""
   del features
   return graph_lib.block_diagonal(
-    [graph_lib.knn_graph(m, k=group.knn_k, include_self=True) for m in modalities]
+    [graph_lib.knn_graph(m, k=group.knn_k, include_self=True, search=search) for m in modalities]
   )
 
 

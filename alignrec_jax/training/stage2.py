@@ -65,7 +65,7 @@ from alignrec_jax.training.parallel import Parallel, make_parallel
 
 # Fields added after runs may have started, with the value that computes what those runs did:
 # a run saved without one resumes (and is read back as finished) as if it held that value.
-ADDED_FIELDS = {"train.in_batch_groups": 0}
+ADDED_FIELDS = {"train.in_batch_groups": 0, "model.knn_search": "exact", "model.knn_probes": 32}
 
 # Every field of the stage-2 groups (the model and optim groups check their own).
 FIELDS = {
@@ -114,6 +114,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     "kernel",
     lambda v: v in ("auto", *KERNELS),
     f"one of auto, {', '.join(KERNELS)}",
+    path="config.model",
+  )
+  check_values(
+    config.model,
+    {
+      "knn_search": (lambda v: v in graph_lib.KNN_SEARCHES, f"one of {graph_lib.KNN_SEARCHES}"),
+      "knn_probes": POSITIVE_INT,
+    },
     path="config.model",
   )
   objectives.model_spec(config.model)
@@ -234,6 +242,11 @@ def item_features(config: ml_collections.ConfigDict, dataset: Dataset) -> tuple[
   return combine_features(dataset.features, normalize=config.normalize_features)
 
 
+def knn_search(config: ml_collections.ConfigDict) -> graph_lib.KnnSearch:
+  """How the model group `config` (config.model) asks for its item kNN graphs to be searched."""
+  return graph_lib.KnnSearch(config.knn_search, config.knn_probes)
+
+
 def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   """Loads the data and builds graphs, sampler and evaluation data, timing each part."""
   seconds = {}
@@ -262,7 +275,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
         block, shape=(dataset.num_users, dataset.num_items), kernel=kernel
       ),
       item_knn=SparseOperator.from_graph(
-        spec.item_graph(group, modalities, features), kernel=kernel
+        spec.item_graph(group, modalities, features, knn_search(config.model)), kernel=kernel
       ),
     )
   if features is not None:
