@@ -178,17 +178,101 @@ def _segment_propagate(op: SparseOperator, x: jax.Array) -> jax.Array:
   )
 
 
-def propagate(op: SparseOperator, x: jax.Array) -> jax.Array:
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PartitionedOperator:
+  """A fixed sparse matrix A [rows, cols] whose rows are split across a 1-D device mesh.
+
+  Device d holds the edges of receivers d * r .. (d + 1) * r - 1 (r = ceil(rows / devices)),
+  padded to the longest device's count with weight-0 edges: `senders`, `receivers` (relative
+  to the device's first row) and `weights`, each [devices, max edges] and sharded by their first
+  axis. `propagate` then has each device sum its own rows (segment sums over its edges, x
+  replicated) and gathers the rows: the propagation's work splits across devices instead of
+  every device repeating all of it. Equal to `SparseOperator`'s result to float rounding.
+  """
+
+  senders: jax.Array
+  receivers: jax.Array
+  weights: jax.Array
+  shape: tuple[int, int] = dataclasses.field(metadata=dict(static=True))
+  mesh: jax.sharding.Mesh = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def kernel(self) -> Kernel:
+    return "segment_sum"
+
+  @classmethod
+  def from_graph(
+    cls, graph: jraph.GraphsTuple, mesh: jax.sharding.Mesh, *, shape: tuple[int, int] | None = None
+  ) -> PartitionedOperator:
+    """The host GraphsTuple (edges sorted by receiver) split by receiver rows over `mesh`."""
+    num_nodes = int(np.sum(graph.n_node))
+    shape = (num_nodes, num_nodes) if shape is None else (int(shape[0]), int(shape[1]))
+    senders, receivers = np.asarray(graph.senders), np.asarray(graph.receivers)
+    if np.any(np.diff(receivers) < 0):
+      raise ValueError("the graph's edges must be sorted by receiver (graph.py sorts them)")
+    devices = mesh.size
+    per_device = -(-shape[0] // devices)
+    bounds = np.searchsorted(receivers, np.arange(devices + 1) * per_device)
+    width = max(int(np.max(np.diff(bounds))), 1)
+    padded = np.zeros((3, devices, width))
+    for d in range(devices):
+      part = slice(bounds[d], bounds[d + 1])
+      count = bounds[d + 1] - bounds[d]
+      padded[0, d, :count] = senders[part]
+      padded[1, d, :count] = receivers[part] - d * per_device
+      padded[2, d, :count] = np.asarray(graph.edges)[part]
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+
+    def put(host: np.ndarray) -> jax.Array:  # each process supplies its own devices' rows
+      return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return cls(
+      senders=put(padded[0].astype(np.int32)),
+      receivers=put(padded[1].astype(np.int32)),
+      weights=put(padded[2].astype(np.float32)),
+      shape=shape,
+      mesh=mesh,
+    )
+
+
+def _partitioned_propagate(op: PartitionedOperator, x: jax.Array) -> jax.Array:
+  (axis,) = op.mesh.axis_names
+  per_device = -(-op.shape[0] // op.mesh.size)
+  spec = jax.sharding.PartitionSpec(axis)
+
+  def local(senders, receivers, weights, x):
+    messages = weights[0][:, None] * x[senders[0]]
+    return jax.ops.segment_sum(
+      messages, receivers[0], num_segments=per_device, indices_are_sorted=True
+    )
+
+  # x enters replicated; its gradient is each device's share summed across devices, which
+  # shard_map's varying-axis tracking inserts (no averaging: JAX_NOTES.md's trap).
+  rows = jax.shard_map(
+    local,
+    mesh=op.mesh,
+    in_specs=(spec, spec, spec, jax.sharding.PartitionSpec()),
+    out_specs=spec,
+  )(op.senders, op.receivers, op.weights, x)
+  return rows[: op.shape[0]]
+
+
+def propagate(op: SparseOperator | PartitionedOperator, x: jax.Array) -> jax.Array:
   """A @ x: each receiver sums its senders' rows of x [cols, dim] weighted by the edges."""
   if x.dtype != jnp.float32:
     # The fast CPU CSR kernel exists for float32 only; anything else silently takes a slow path.
     raise TypeError(f"sparse propagation expects float32 embeddings, got {x.dtype}")
+  if isinstance(op, PartitionedOperator):
+    return _partitioned_propagate(op, x)
   if op.csr is not None:
     return _csr_propagate(op, x)
   return _segment_propagate(op, x)
 
 
-def lightgcn(op: SparseOperator, x0: jax.Array, *, num_layers: int) -> jax.Array:
+def lightgcn(
+  op: SparseOperator | PartitionedOperator, x0: jax.Array, *, num_layers: int
+) -> jax.Array:
   """LightGCN: X(l+1) = A_hat X(l); returns mean(X0, ..., X_num_layers). [num_nodes, dim]."""
   total = x0
   x = x0

@@ -146,7 +146,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Devices the epochs run on: each step's batch is split across them (train.batch_size is the
   # global batch), parameters and data replicated; 0 takes every device (training/parallel.py).
-  config.parallel = ml_collections.ConfigDict(dict(num_devices=0))
+  # partition_graphs: on several devices, each propagates its share of the graphs' rows (the
+  # propagation's work split N ways; False: every device propagates all of them).
+  config.parallel = ml_collections.ConfigDict(dict(num_devices=0, partition_graphs=True))
 
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20, 50)

@@ -1,7 +1,7 @@
 """Run by tests/test_parallel.py in a process of its own with 4 fake CPU devices: both stages
 on sub-meshes of 1, 2 and 4 devices, and stage 2 with its in-batch terms in 2 groups on 1 and 2
-devices, and evaluation with the users split over sub-meshes; prints a JSON line of what the
-test compares."""
+devices, evaluation with the users split over sub-meshes and propagation with the graphs' rows
+split over them; prints a JSON line of what the test compares."""
 
 import json
 import sys
@@ -11,9 +11,12 @@ import numpy as np
 from jax.sharding import Mesh
 from test_evaluate import _random_dataset  # run as a script: the tests' folder is on the path
 
+from alignrec_jax import graph as graph_lib
 from alignrec_jax.data import content as content_lib
+from alignrec_jax.data.dataset import Interactions
 from alignrec_jax.evaluation.index import make_eval_data
 from alignrec_jax.evaluation.ranking import METHODS, evaluate
+from alignrec_jax.propagation import PartitionedOperator, SparseOperator, lightgcn, propagate
 from alignrec_jax.serving import load_run
 from alignrec_jax.training import stage1, stage2
 from alignrec_jax.training.parallel import make_parallel
@@ -62,7 +65,35 @@ def main(root: str) -> None:
     run = load_run(f"{root}/grouped_{count}", "latest")
     np.save(f"{root}/grouped_users_{count}.npy", run.user_embeddings)
   out["evaluation"] = _evaluation_on_sub_meshes()
+  out["partitioned_propagation"] = _partitioned_propagation_error()
   print(json.dumps(out))
+
+
+def _partitioned_propagation_error() -> float:
+  """The largest difference between LightGCN (value and gradient) and the rectangular R_hat
+  product over the graphs' rows split across 2, 3 and 4 devices and over one device."""
+  rng = np.random.default_rng(0)
+  pairs = np.unique(np.stack([rng.integers(0, 30, 200), rng.integers(0, 17, 200)], 1), axis=0)
+  train = Interactions(pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32))
+  graph = graph_lib.user_item_graph(train, num_users=30, num_items=17)
+  block = graph_lib.user_rows(graph, num_users=30)
+  x = jax.numpy.asarray(rng.normal(size=(47, 5)), np.float32)
+
+  def loss(op, x):
+    return jax.numpy.sum(jax.numpy.sin(lightgcn(op, x, num_layers=2)))
+
+  want = jax.value_and_grad(loss, argnums=1)(SparseOperator.from_graph(graph), x)
+  want_block = propagate(SparseOperator.from_graph(block, shape=(30, 17)), x[30:])
+  error = 0.0
+  for count in (2, 3, 4):
+    mesh = Mesh(np.array(jax.devices()[:count]), ("data",))
+    got = jax.jit(jax.value_and_grad(loss, argnums=1))(
+      PartitionedOperator.from_graph(graph, mesh), x
+    )
+    got_block = propagate(PartitionedOperator.from_graph(block, mesh, shape=(30, 17)), x[30:])
+    for a, b in ((got[0], want[0]), (got[1], want[1]), (got_block, want_block)):
+      error = max(error, float(np.max(np.abs(np.asarray(a) - np.asarray(b)))))
+  return error
 
 
 def _evaluation_on_sub_meshes() -> dict[str, bool]:

@@ -47,6 +47,7 @@ def test_both_stages_on_1_2_and_4_devices_agree(tmp_path):
     for metric, value in out["stage2"]["1"].items():
       assert out["stage2"][count][metric] == pytest.approx(value, abs=1e-6), metric
   assert out["evaluation"] and all(out["evaluation"].values()), out["evaluation"]
+  assert out["partitioned_propagation"] < 1e-5
   grouped = np.load(tmp_path / "grouped_users_1.npy")
   np.testing.assert_allclose(np.load(tmp_path / "grouped_users_2.npy"), grouped, atol=TOLERANCE)
   assert np.abs(grouped - one).max() > 10 * TOLERANCE  # per-slice terms are another objective

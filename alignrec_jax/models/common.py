@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alignrec_jax.propagation import SparseOperator
+from alignrec_jax.propagation import PartitionedOperator, SparseOperator
 
 xavier_uniform = jax.nn.initializers.xavier_uniform()
 
@@ -55,9 +55,9 @@ class Graphs:
     item_knn: S, [I, I], the normalised item kNN graph (None for models without content).
   """
 
-  user_item: SparseOperator
-  user_item_block: SparseOperator | None = None
-  item_knn: SparseOperator | None = None
+  user_item: SparseOperator | PartitionedOperator
+  user_item_block: SparseOperator | PartitionedOperator | None = None
+  item_knn: SparseOperator | PartitionedOperator | None = None
 
 
 @jax.tree_util.register_dataclass

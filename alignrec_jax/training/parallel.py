@@ -23,16 +23,16 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alignrec_jax.errors import NONNEGATIVE_INT, ConfigError, check_fields, check_values
+from alignrec_jax.errors import BOOL, NONNEGATIVE_INT, ConfigError, check_fields, check_values
 
 AXIS = "data"
-FIELDS = ("num_devices",)
+FIELDS = ("num_devices", "partition_graphs")
 
 
 def check_config(config: ml_collections.ConfigDict, *, batch_size: int, path: str) -> None:
   """ConfigError for a bad `parallel` group or a batch the devices cannot share evenly."""
   check_fields(config, FIELDS, path=path)
-  check_values(config, {"num_devices": NONNEGATIVE_INT}, path=path)
+  check_values(config, {"num_devices": NONNEGATIVE_INT, "partition_graphs": BOOL}, path=path)
   available = jax.device_count()
   count = config.num_devices or available
   if count > available:

@@ -55,7 +55,13 @@ from alignrec_jax.evaluation.ranking import METRICS
 from alignrec_jax.models import Graphs
 from alignrec_jax.objectives import stage2 as objectives
 from alignrec_jax.objectives.stage2 import Batch, Objective
-from alignrec_jax.propagation import KERNELS, SparseOperator, bipartite_operator, default_kernel
+from alignrec_jax.propagation import (
+  KERNELS,
+  PartitionedOperator,
+  SparseOperator,
+  bipartite_operator,
+  default_kernel,
+)
 from alignrec_jax.sampling import NegativeSampler
 from alignrec_jax.training import loop, optimizer, reporting
 from alignrec_jax.training import parallel as parallel_lib
@@ -65,7 +71,12 @@ from alignrec_jax.training.parallel import Parallel, make_parallel
 
 # Fields added after runs may have started, with the value that computes what those runs did:
 # a run saved without one resumes (and is read back as finished) as if it held that value.
-ADDED_FIELDS = {"train.in_batch_groups": 0, "model.knn_search": "exact", "model.knn_probes": 32}
+ADDED_FIELDS = {
+  "train.in_batch_groups": 0,
+  "model.knn_search": "exact",
+  "model.knn_probes": 32,
+  "parallel.partition_graphs": True,
+}
 
 # Every field of the stage-2 groups (the model and optim groups check their own).
 FIELDS = {
@@ -260,7 +271,17 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
   ui_graph = graph_lib.user_item_graph(
     dataset.train, num_users=dataset.num_users, num_items=dataset.num_items
   )
-  graphs = Graphs(user_item=SparseOperator.from_graph(ui_graph, kernel=kernel))
+  if parallel.mesh is not None and config.parallel.partition_graphs:
+
+    def operator(graph, shape=None):  # each device propagates its share of the rows
+      return PartitionedOperator.from_graph(graph, parallel.mesh, shape=shape)
+
+  else:
+
+    def operator(graph, shape=None):  # (on several devices, each propagates all of them)
+      return SparseOperator.from_graph(graph, shape=shape, kernel=kernel)
+
+  graphs = Graphs(user_item=operator(ui_graph))
   features, description, modalities = None, "none (ID-only model)", []
   spec = objectives.model_spec(config.model)
   if spec.uses_content:
@@ -271,27 +292,27 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
     block = graph_lib.user_rows(ui_graph, num_users=dataset.num_users)
     graphs = Graphs(
       user_item=graphs.user_item,
-      user_item_block=SparseOperator.from_graph(
-        block, shape=(dataset.num_users, dataset.num_items), kernel=kernel
-      ),
-      item_knn=SparseOperator.from_graph(
-        spec.item_graph(group, modalities, features, knn_search(config.model)), kernel=kernel
-      ),
+      user_item_block=operator(block, (dataset.num_users, dataset.num_items)),
+      item_knn=operator(spec.item_graph(group, modalities, features, knn_search(config.model))),
     )
   if features is not None:
     features = jnp.asarray(features)
   seconds["graphs"] = time.perf_counter() - start
 
   start = time.perf_counter()
-  train_data = parallel.replicate(
-    TrainData(
-      graphs=graphs,
-      features=features,
-      train_users=jnp.asarray(dataset.train.users),
-      train_items=jnp.asarray(dataset.train.items),
-      sampler=NegativeSampler.from_interactions(dataset.train, num_users=dataset.num_users),
-    )
+  train_data = TrainData(
+    graphs=graphs,  # placed already: partitioned operators are sharded, not replicated
+    **parallel.replicate(
+      dict(
+        features=features,
+        train_users=jnp.asarray(dataset.train.users),
+        train_items=jnp.asarray(dataset.train.items),
+        sampler=NegativeSampler.from_interactions(dataset.train, num_users=dataset.num_users),
+      )
+    ),
   )
+  if not isinstance(graphs.user_item, PartitionedOperator):
+    train_data = dataclasses.replace(train_data, graphs=parallel.replicate(graphs))
   # On device once, rather than copied from the host at every evaluation.
   eval_data = parallel.replicate(
     make_eval_data(
