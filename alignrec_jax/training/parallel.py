@@ -5,8 +5,10 @@ The path current JAX recommends: one jitted program over a 1-D device mesh with 
 step's batch rows (and so its sampled negatives and per-row loss terms) are split along
 "data"; XLA's SPMD partitioner inserts the collectives, so gradients are averaged and the
 in-batch terms (InfoNCE, similarity preservation) still span the global batch, as the
-reference computes them. On one device nothing is added: the single-device program is
-unchanged.
+reference computes them (`train.in_batch_groups` keeps them per device instead). The graphs'
+propagation is split by receiver rows (`propagation.PartitionedOperator`, a `shard_map`) and
+evaluation by users (`evaluation.ranking`). On one device nothing is added: the single-device
+program is unchanged.
 
 Several processes (hosts) run the same program over one global mesh after
 `initialize_distributed`: every process builds the same data (it is deterministic) and hands
