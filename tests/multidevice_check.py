@@ -64,9 +64,26 @@ def main(root: str) -> None:
     stage2.train_and_evaluate(config, f"{root}/grouped_{count}")
     run = load_run(f"{root}/grouped_{count}", "latest")
     np.save(f"{root}/grouped_users_{count}.npy", run.user_embeddings)
+  out["epochs_keep_their_layout"] = _epochs_keep_their_layout(f"{root}/layout")
   out["evaluation"] = _evaluation_on_sub_meshes()
   out["partitioned_propagation"] = _partitioned_propagation_error()
   print(json.dumps(out))
+
+
+def _epochs_keep_their_layout(workdir: str) -> bool:
+  """Whether an epoch compiled ahead of time on 2 devices accepts the state it returns: its
+  outputs keep the inputs' (replicated) layout instead of one XLA picked."""
+  config = test_config.get_config()
+  config.parallel.num_devices = 2
+  config.data.cache_dir = f"{workdir}/data"
+  exp = stage2.build_experiment(config, workdir)
+  recommender = stage2.build_recommender(config, exp)
+  state = recommender.init_state(jax.random.key(0), exp.train_data)
+  key = jax.random.key(1)
+  epoch = recommender.make_train_epoch().lower(state, exp.train_data, key).compile()
+  for _ in range(2):  # the second call raises if the first returned another layout
+    state, _ = epoch(state, exp.train_data, key)
+  return True
 
 
 def _partitioned_propagation_error() -> float:

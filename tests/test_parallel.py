@@ -48,6 +48,7 @@ def test_both_stages_on_1_2_and_4_devices_agree(tmp_path):
       assert out["stage2"][count][metric] == pytest.approx(value, abs=1e-6), metric
   assert out["evaluation"] and all(out["evaluation"].values()), out["evaluation"]
   assert out["partitioned_propagation"] < 1e-5
+  assert out["epochs_keep_their_layout"]
   grouped = np.load(tmp_path / "grouped_users_1.npy")
   np.testing.assert_allclose(np.load(tmp_path / "grouped_users_2.npy"), grouped, atol=TOLERANCE)
   assert np.abs(grouped - one).max() > 10 * TOLERANCE  # per-slice terms are another objective

@@ -55,8 +55,14 @@ def make_epoch(
   """
   num_batches = math.ceil(num_examples / batch_size)
   padding = num_batches * batch_size - num_examples
+  # On several devices the state leaves as it came, replicated: left to itself, XLA may shard
+  # an output (after a partitioned propagation, the feature table along its rows), and the
+  # next epoch would then compile again for the new input layout.
+  placement = {}
+  if parallel is not None and parallel.mesh is not None:
+    placement["out_shardings"] = parallel.replicated()
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @functools.partial(jax.jit, donate_argnums=0, **placement)
   def epoch(state, data, key: jax.Array):
     if prepare is not None:
       # folded in, not split off: the order and step keys stay those of every other model.
