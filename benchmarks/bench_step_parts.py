@@ -48,13 +48,7 @@ _EPOCHS = flags.DEFINE_integer(
 )
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synthetic data).")
-_SHAPE = flags.DEFINE_enum(
-  "shape",
-  "",
-  ["", *scale_data.PRESETS],
-  "Train on a random dataset of this Amazon catalogue's shape (benchmarks/scale_data.py), "
-  "written under --workdir once, instead of the config's data.",
-)
+_SHAPE = scale_data.define_shape_flag()
 
 
 def machine_roofline(repeats: int) -> dict[str, float]:

@@ -27,13 +27,7 @@ _EPOCHS = flags.DEFINE_integer("timed_epochs", 3, "Epochs timed after the warm-u
 _EVALS = flags.DEFINE_integer("timed_evals", 5, "Evaluations timed after the warm-up one.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synthetic data).")
-_SHAPE = flags.DEFINE_enum(
-  "shape",
-  "",
-  ["", *scale_data.PRESETS],
-  "Train on a random dataset of this Amazon catalogue's shape (benchmarks/scale_data.py), "
-  "written under --workdir once, instead of the config's data.",
-)
+_SHAPE = scale_data.define_shape_flag()
 _PROGRESS = flags.DEFINE_bool(
   "progress", True, "Time the epoch with its progress callback, as training runs it."
 )

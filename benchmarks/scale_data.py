@@ -23,6 +23,7 @@ import json
 import pathlib
 
 import numpy as np
+from absl import flags
 
 from alignrec_jax import files
 from alignrec_jax.data.dataset import Dataset, Interactions, mmrec_split_sizes
@@ -136,3 +137,14 @@ def use_shape(config, preset: str, workdir: str) -> None:
   """Points the config at the preset's dataset (written under `workdir` once); "" leaves it."""
   if preset:
     apply(config, prepare_shape(f"{workdir}/shape_{preset}", preset))
+
+
+def define_shape_flag() -> flags.FlagHolder:
+  """The `--shape` flag of the benchmarks that can train on these datasets (`use_shape`)."""
+  return flags.DEFINE_enum(
+    "shape",
+    "",
+    ["", *PRESETS],
+    "Train on a random dataset of this Amazon catalogue's shape (benchmarks/scale_data.py), "
+    "written under --workdir once, instead of the config's data.",
+  )
