@@ -215,22 +215,25 @@ class PartitionedOperator:
     per_device = -(-shape[0] // devices)
     bounds = np.searchsorted(receivers, np.arange(devices + 1) * per_device)
     width = max(int(np.max(np.diff(bounds))), 1)
-    padded = np.zeros((3, devices, width))
+    # Padding edges: sender 0, the device's first row, weight 0 (they add nothing).
+    out_senders = np.zeros((devices, width), np.int32)
+    out_receivers = np.zeros((devices, width), np.int32)
+    out_weights = np.zeros((devices, width), np.float32)
     for d in range(devices):
       part = slice(bounds[d], bounds[d + 1])
       count = bounds[d + 1] - bounds[d]
-      padded[0, d, :count] = senders[part]
-      padded[1, d, :count] = receivers[part] - d * per_device
-      padded[2, d, :count] = np.asarray(graph.edges)[part]
+      out_senders[d, :count] = senders[part]
+      out_receivers[d, :count] = receivers[part] - d * per_device
+      out_weights[d, :count] = np.asarray(graph.edges)[part]
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
 
     def put(host: np.ndarray) -> jax.Array:  # each process supplies its own devices' rows
       return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return cls(
-      senders=put(padded[0].astype(np.int32)),
-      receivers=put(padded[1].astype(np.int32)),
-      weights=put(padded[2].astype(np.float32)),
+      senders=put(out_senders),
+      receivers=put(out_receivers),
+      weights=put(out_weights),
       shape=shape,
       mesh=mesh,
     )

@@ -301,7 +301,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
 
   start = time.perf_counter()
   train_data = TrainData(
-    graphs=graphs,  # placed already: partitioned operators are sharded, not replicated
+    graphs=graphs,  # partitioned operators are sharded already; the others replicated below
     **parallel.replicate(
       dict(
         features=features,
