@@ -15,6 +15,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -455,3 +456,10 @@ def test_a_field_added_since_a_run_started_reads_as_its_earlier_behaviour(tmp_pa
   assert runs.finished(config, str(tmp_path)) is not None
   config.train.in_batch_groups = 2
   assert runs.finished(config, str(tmp_path)) is None
+  # Code that reads the new fields (load_run, to export) runs the old run with the old values.
+  for field in stage2.ADDED_FIELDS:
+    group, name = field.split(".")
+    saved[group].pop(name, None)
+  filled = ml_collections.ConfigDict(loop.fill_added_fields(saved, stage2.ADDED_FIELDS))
+  stage2.check_config(filled)
+  assert json.loads(filled.to_json()) == json.loads(_config().to_json())

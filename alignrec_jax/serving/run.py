@@ -198,8 +198,10 @@ class TrainedRun:
 
 
 def _config(meta: dict) -> ml_collections.ConfigDict:
-  """The run's config from a checkpoint's metadata (JSON lists stand in for tuples)."""
-  return ml_collections.ConfigDict(json.loads(meta["config"]))
+  """The run's config from a checkpoint's metadata (JSON lists stand in for tuples), with the
+  fields added since it was written at the values that computed it."""
+  saved = loop.fill_added_fields(json.loads(meta["config"]), stage2.ADDED_FIELDS)
+  return ml_collections.ConfigDict(saved)
 
 
 def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:

@@ -112,6 +112,20 @@ def with_added_fields(flat: dict[str, Any], added: Mapping[str, Any]) -> dict[st
   return {**{k: v for k, v in added.items() if k not in flat}, **flat}
 
 
+def fill_added_fields(saved: dict[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
+  """A saved config (nested, as JSON) with each field added since that it lacks set to the value
+  reproducing the behaviour before it, so that code reading the new field can run the old run
+  (e.g. to export it)."""
+  filled = json.loads(json.dumps(saved))  # a deep copy
+  for dotted, value in added.items():
+    *groups, field = dotted.split(".")
+    target = filled
+    for group in groups:
+      target = target.setdefault(group, {})
+    target.setdefault(field, value)
+  return filled
+
+
 def same_config(saved: dict[str, Any], config: dict[str, Any], added: Mapping[str, Any]) -> bool:
   """Whether a saved config (nested, as JSON) is `config`, reading fields added since it was
   saved as their earlier behaviour's values."""
