@@ -57,7 +57,7 @@ def main(root: str) -> None:
   # own slice's terms; on 1 device the same slices, one after the other.
   for count in (1, 2):
     config = test_config.get_config()
-    config.train.max_epochs = 1  # one epoch's steps: enough to tell the objectives apart
+    config.train.max_epochs = 2
     config.train.in_batch_groups = 2
     config.parallel.num_devices = count
     config.data.cache_dir = f"{root}/data"
