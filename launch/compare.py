@@ -11,7 +11,9 @@ WORKDIR/stage1, or --stage1_features=FILE). `--model_configs=MODEL=FILE,...` giv
 config file of its own instead of the dataset's (`--config.*` flags apply to the dataset config
 only). Each run
 trains in WORKDIR/runs/MODEL/SETTING/seed_N in a process of its own, resumable, read back when
-finished. Writes WORKDIR/report.md (tables and plots beside it) and WORKDIR/compare.json.
+finished. Then AlignRec's ablation (`--ablations`, `launch.ablate`'s variants) on the same seeds
+and stage 1, its full and raw-feature rows read back from the comparison's AlignRec runs. Writes
+WORKDIR/report.md (tables and plots beside it), WORKDIR/compare.json and WORKDIR/ablation.md.
 """
 
 import importlib.util
@@ -37,6 +39,12 @@ _SEEDS = flags.DEFINE_list("seeds", ["999", "1000", "1001"], "Seeds.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
 _STAGE1_FEATURES = flags.DEFINE_string(
   "stage1_features", None, "A stage-1 feature file to use instead of training stage 1."
+)
+_ABLATIONS = flags.DEFINE_list(
+  "ablations",
+  None,
+  "AlignRec's ablation variants for the report (launch.ablate's; default: all of them; "
+  "'none': no ablation).",
 )
 
 
@@ -68,6 +76,15 @@ def main(argv):
     stage1_features=_STAGE1_FEATURES.value,
     parallel=_PARALLEL.value,
   )
+  if _ABLATIONS.value != ["none"]:
+    result = compare.run_ablation(
+      model_configs.get("alignrec", _CONFIG.value),
+      _WORKDIR.value,
+      result,
+      keys=_ABLATIONS.value,
+      stage1_features=_STAGE1_FEATURES.value,
+      parallel=_PARALLEL.value,
+    )
   print(compare.write_report(result, _WORKDIR.value))
   print(f"report: {os.path.join(_WORKDIR.value, compare.REPORT_FILE)}")
 

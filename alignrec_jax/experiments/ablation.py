@@ -122,9 +122,14 @@ def run_ablation(
   stage1_features: str | None = None,
   parallel: int = 1,
   sparse_below: int = SPARSE_BELOW,
+  shared_folders: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
   """Trains (or reads back) every variant x seed; returns the result and writes it to
   WORKDIR/ablation.json, its tables to WORKDIR/ablation.md.
+
+  `shared_folders` maps a variant with no overrides ("full", "raw") to the folder under
+  WORKDIR/runs where an identical run already lives (`launch.compare`'s "alignrec" and
+  "alignrec_raw", which name the model): the variant is that run, read back, not trained twice.
 
   Returns:
     {"seeds", "sparse_users" (the authors' cohort size), "rows": [{"key", "label", "input",
@@ -139,11 +144,15 @@ def run_ablation(
       sorted({v.input_name for v in chosen}, key=["stage1", "raw"].index),
       stage1_features=stage1_features,
     )
-    runs = {
-      (v.key, seed): sweep.Run(v.input_name, tuple(inputs[v.input_name]), v.overrides, seed)
-      for v in chosen
-      for seed in seeds
-    }
+    shared = dict(shared_folders or {})
+
+    def run_of(v: Variant, seed: int) -> sweep.Run:
+      files = tuple(inputs[v.input_name])
+      if v.key in shared and not v.overrides:  # the comparison's run of the same settings
+        return sweep.Run(shared[v.key], files, (("model.name", "alignrec"),), seed)
+      return sweep.Run(v.input_name, files, v.overrides, seed)
+
+    runs = {(v.key, seed): run_of(v, seed) for v in chosen for seed in seeds}
     root = os.path.join(workdir, "runs")
     summaries = sweep.train_runs(list(runs.values()), config, root, parallel=parallel)
     dataset = load_mmrec(stage2.dataset_folder(config.data, workdir))

@@ -30,7 +30,7 @@ from alignrec_jax import files
 from alignrec_jax.data import load_mmrec
 from alignrec_jax.errors import ConfigError
 from alignrec_jax.evaluation.popularity import popularity_buckets, recall_by_bucket
-from alignrec_jax.experiments import sweep
+from alignrec_jax.experiments import ablation, sweep
 from alignrec_jax.serving.run import load_run
 from alignrec_jax.training import reporting, stage2
 
@@ -305,6 +305,38 @@ def _plots(
   return written
 
 
+def run_ablation(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  result: Mapping[str, Any],
+  *,
+  keys: Sequence[str] | None = None,
+  stage1_features: str | None = None,
+  parallel: int = 1,
+) -> dict[str, Any]:
+  """AlignRec's ablation on the comparison's dataset config, seeds and stage 1, in its folder:
+  the variants that are the comparison's AlignRec runs ("full", "raw") are read back from them;
+  the result is also kept in WORKDIR/compare.json for the report."""
+  compared = {m["key"] for m in result["models"]}
+  shared = {
+    variant: key
+    for variant, key in (("full", "alignrec"), ("raw", "alignrec_raw"))
+    if key in compared
+  }
+  ablated = ablation.run_ablation(
+    config,
+    workdir,
+    result["seeds"],
+    keys=keys,
+    stage1_features=stage1_features,
+    parallel=parallel,
+    shared_folders=shared,
+  )
+  updated = {**result, "ablation": ablated}
+  files.atomic_write(os.path.join(workdir, RESULT_FILE), json.dumps(updated, indent=1))
+  return updated
+
+
 def write_report(result: Mapping[str, Any], workdir: str) -> str:
   """Writes WORKDIR/report.md and its plots; returns the report's text."""
   models = result["models"]
@@ -344,6 +376,15 @@ def write_report(result: Mapping[str, Any], workdir: str) -> str:
     *_time_table(models),
     "",
   ]
+  if "ablation" in result:
+    lines += [
+      "## Ablation (AlignRec)",
+      "",
+      "Each variant changes one thing of AlignRec on the stage-1 features (`launch.ablate`'s "
+      "variants; the full model and the raw-feature one are the runs above).",
+      "",
+      ablation.format_markdown(result["ablation"]),
+    ]
   if plots:
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
   text = "\n".join(lines)
