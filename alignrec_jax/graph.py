@@ -125,7 +125,7 @@ class KnnSearch:
   """How the item kNN neighbours are found (`config.model.knn_search`, `knn_probes`).
 
   "exact": every item against every item in row blocks on the default JAX device (I^2 D work:
-  2.6 s at Amazon Electronics' 63,001 items on an H100, 64 s on a 2-core CPU, and a hundred
+  2.6 s at Amazon Electronics' 63,001 items on an H100, 28 s on a 2-core CPU, and a hundred
   times that at ten times the items). "ivf": faiss's inverted-file index (`IndexIVFFlat`, inner
   product over the L2-normalised rows, 4 sqrt(I) lists trained by k-means, `probes` lists
   searched a query): approximate, for catalogues where the exact search is too slow;
