@@ -143,6 +143,9 @@ class KnnSearch:
       raise ValueError(f"knn probes must be >= 1, got {self.probes}")
 
 
+EXACT_SEARCH = KnnSearch()
+
+
 def default_block_size(num_items: int, *, budget_bytes: int = 128 * 2**20) -> int:
   """Rows per similarity block so that one [block, num_items] float32 block fits the budget."""
   return int(np.clip(budget_bytes // (4 * max(num_items, 1)), 64, 1024))

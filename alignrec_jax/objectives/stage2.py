@@ -329,7 +329,9 @@ ItemGraph = Callable[
 ]
 
 
-def alignrec_item_graph(group, modalities, features, search) -> jraph.GraphsTuple:
+def alignrec_item_graph(
+  group, modalities, features, search: graph_lib.KnnSearch = graph_lib.EXACT_SEARCH
+) -> jraph.GraphsTuple:
   """AlignRec's S: the cosine kNN graph of F (all modalities combined), weighted, normalised."""
   del modalities
   return graph_lib.knn_graph(
@@ -337,7 +339,9 @@ def alignrec_item_graph(group, modalities, features, search) -> jraph.GraphsTupl
   )
 
 
-def freedom_item_graph(group, modalities, features, search) -> jraph.GraphsTuple:
+def freedom_item_graph(
+  group, modalities, features, search: graph_lib.KnnSearch = graph_lib.EXACT_SEARCH
+) -> jraph.GraphsTuple:
   """FREEDOM's frozen S: each modality's binary kNN graph, the first weighted image_weight."""
   del features
   if len(modalities) > 2:
@@ -351,7 +355,9 @@ def freedom_item_graph(group, modalities, features, search) -> jraph.GraphsTuple
   return graph_lib.mixed_knn_graph(list(modalities), weights, k=group.knn_k, search=search)
 
 
-def mgcn_item_graph(group, modalities, features, search) -> jraph.GraphsTuple:
+def mgcn_item_graph(
+  group, modalities, features, search: graph_lib.KnnSearch = graph_lib.EXACT_SEARCH
+) -> jraph.GraphsTuple:
   """MGCN's frozen item graphs: each modality's weighted cosine kNN graph (self included),
   normalised as AlignRec's, side by side as one block-diagonal graph over M x I nodes."""
   del features
