@@ -95,24 +95,24 @@ def test_ablation_end_to_end_and_the_cohort_of_everyone_is_the_run_itself(tmp_pa
     "launch.ablate",
     "--config=configs/test.py",
     f"--workdir={tmp_path}",
-    "--variants=full,no_uia,raw",
+    "--variants=full,raw",
     "--seeds=5",
     "--sparse_below=1000000",
     f"--config.data.cache_dir={tmp_path / 'data'}",
   ]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   result = json.loads((tmp_path / "ablation.json").read_text())
-  assert [r["key"] for r in result["rows"]] == ["full", "no_uia", "raw"]
+  assert [r["key"] for r in result["rows"]] == ["full", "raw"]
   assert result["sparse_users"] == 120
   for row in result["rows"]:
     (run,) = row["runs"]
     for metric, value in run["test"].items():
       assert run["sparse"]["test"][metric] == pytest.approx(value, abs=1e-6), (row["key"], metric)
-  assert (tmp_path / "runs" / "stage1" / "model.alignrec.loss.uia_weight=0.0" / "seed_5").is_dir()
+  assert (tmp_path / "runs" / "stage1" / "default" / "seed_5").is_dir()
   assert (tmp_path / "runs" / "raw" / "default" / "seed_5").is_dir()
   assert "| w/o stage 1 (raw features) |" in out.stdout
   assert (tmp_path / "ablation.md").read_text() in out.stdout
   # Run again: everything is read back.
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-  assert "3 finished already, 0 to go" in again.stderr
+  assert "2 finished already, 0 to go" in again.stderr
   assert json.loads((tmp_path / "ablation.json").read_text()) == result

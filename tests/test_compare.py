@@ -41,7 +41,7 @@ def test_compare_end_to_end_writes_the_report(tmp_path):
     "--parallel=2",
     "--config.train.max_epochs=2",
     f"--config.data.cache_dir={tmp_path / 'data'}",
-    "--ablations=full,no_uia",
+    "--ablations=full",
   ]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   result = json.loads((tmp_path / "compare.json").read_text())
@@ -66,16 +66,11 @@ def test_compare_end_to_end_writes_the_report(tmp_path):
     assert (tmp_path / png).stat().st_size > 0
     assert f"]({png})" in report
   # The ablation: its full model is the comparison's AlignRec run, read back, not trained again.
-  assert "## Ablation (AlignRec)" in report and "| w/o UIA (user-item) |" in report
+  assert "## Ablation (AlignRec)" in report and "| AlignRec |" in report
   rows = {row["key"]: row for row in result_with_ablation(tmp_path)["rows"]}
   (alignrec,) = [m for m in result["models"] if m["key"] == "alignrec"]
   assert rows["full"]["runs"][0]["test"] == alignrec["runs"][0]["summary"]["test"]
-  assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-    "alignrec",
-    "bpr",
-    "freedom",
-    "stage1",  # the variant without UIA alone
-  ]
+  assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["alignrec", "bpr", "freedom"]
 
 
 def result_with_ablation(workdir):
