@@ -17,9 +17,9 @@
 #   baby      stage 2 at Baby scale with both propagation kernels, evaluation, the kNN graph
 #   stage1    stage 1 at each dataset's shapes
 #
-# With no PART: vmapped, scale and batch (the open issues' checks; about 6 minutes on an H200 by
-# the 2026-11-30 timings), each benchmark under its own time limit so that one slow part cannot
-# take the others' time.
+# With no PART: vmapped, scale and batch (the open issues' checks; about 6 minutes on an H200,
+# estimated from the parts' 2026-11-30 timings, not yet run as one), each benchmark under its
+# own time limit so that one slow part cannot take the others' time.
 # baby and stage1 ran on an H100 (results/*_gpu.jsonl), about 3 and 3 minutes.
 set -uo pipefail  # no -e: one failing benchmark must not lose the others' results
 cd "$(dirname "$0")/.."

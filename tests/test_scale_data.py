@@ -9,7 +9,7 @@ from benchmarks import bench_scale, scale_data
 from configs import default
 
 
-def test_baby_shape_has_the_catalogue_and_the_split_rule(tmp_path):
+def test_baby_shape_has_the_catalogue_and_the_split_rule():
   dataset = scale_data.make_shape("baby")
   users, items, interactions = scale_data.PRESETS["baby"]
   assert (dataset.num_users, dataset.num_items) == (users, items)
