@@ -196,16 +196,21 @@ class PartitionedOperator:
   weights: jax.Array
   shape: tuple[int, int] = dataclasses.field(metadata=dict(static=True))
   mesh: jax.sharding.Mesh = dataclasses.field(metadata=dict(static=True))
-
-  @property
-  def kernel(self) -> Kernel:
-    return "segment_sum"
+  # The run's kernel, for graphs derived from this one (FREEDOM's per-epoch pruned graph, a
+  # SparseOperator); the partitioned product itself always sums segments.
+  kernel: Kernel = dataclasses.field(default="segment_sum", metadata=dict(static=True))
 
   @classmethod
   def from_graph(
-    cls, graph: jraph.GraphsTuple, mesh: jax.sharding.Mesh, *, shape: tuple[int, int] | None = None
+    cls,
+    graph: jraph.GraphsTuple,
+    mesh: jax.sharding.Mesh,
+    *,
+    shape: tuple[int, int] | None = None,
+    kernel: Kernel | None = None,
   ) -> PartitionedOperator:
-    """The host GraphsTuple (edges sorted by receiver) split by receiver rows over `mesh`."""
+    """The host GraphsTuple (edges sorted by receiver) split by receiver rows over `mesh`;
+    `kernel` (default `default_kernel()`) is what derived graphs use."""
     num_nodes = int(np.sum(graph.n_node))
     shape = (num_nodes, num_nodes) if shape is None else (int(shape[0]), int(shape[1]))
     senders, receivers = np.asarray(graph.senders), np.asarray(graph.receivers)
@@ -236,6 +241,7 @@ class PartitionedOperator:
       weights=put(out_weights),
       shape=shape,
       mesh=mesh,
+      kernel=kernel or default_kernel(),
     )
 
 

@@ -274,7 +274,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
   if parallel.mesh is not None and config.parallel.partition_graphs:
 
     def operator(graph, shape=None):  # each device propagates its share of the rows
-      return PartitionedOperator.from_graph(graph, parallel.mesh, shape=shape)
+      return PartitionedOperator.from_graph(graph, parallel.mesh, shape=shape, kernel=kernel)
 
   else:
 
