@@ -21,7 +21,8 @@ TOLERANCE = 1e-5  # float32 sums in another order; the tiny run's values are O(0
 
 def _env(devices: int) -> dict:
   env = dict(os.environ, PYTHONPATH=str(REPO))
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  # after conftest's flags, which it keeps
+  env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
   return env
 
 
