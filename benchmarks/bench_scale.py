@@ -76,6 +76,8 @@ def measure(config, preset: str, workdir: str) -> dict:
     num_items=exp.dataset.num_items,
     num_train=len(exp.dataset.train),
     batch_size=rec.batch_size,
+    learning_rate=config.optim.lr,
+    in_batch_groups=config.train.in_batch_groups,
     kernel=exp.train_data.graphs.user_item.kernel,
     steps_per_epoch=epoch_steps,
     steps_timed=steps,
