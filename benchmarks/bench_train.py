@@ -66,6 +66,7 @@ def main(argv):
     feature_dim=int(exp.train_data.features.shape[1]) if exp.train_data.features is not None else 0,
     kernel=exp.train_data.graphs.user_item.kernel,
     num_devices=exp.parallel.num_devices,
+    shard_tables=config.parallel.shard_tables,
   )
 
   recommender = stage2.build_recommender(config, exp)

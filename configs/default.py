@@ -148,7 +148,12 @@ def get_config() -> ml_collections.ConfigDict:
   # global batch), parameters and data replicated; 0 takes every device (training/parallel.py).
   # partition_graphs: on several devices, each propagates its share of the graphs' rows (the
   # propagation's work split N ways; False: every device propagates all of them).
-  config.parallel = ml_collections.ConfigDict(dict(num_devices=0, partition_graphs=True))
+  # shard_tables: stage 2's ID tables, fine-tuned feature table and their Adam moments split by
+  # rows across the devices (each holds 1/N), not replicated; the same numbers. A run keeps
+  # the setting it started with (it changes the checkpoint's shapes: training/parallel.py).
+  config.parallel = ml_collections.ConfigDict(
+    dict(num_devices=0, partition_graphs=True, shard_tables=False)
+  )
 
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20, 50)

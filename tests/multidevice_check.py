@@ -1,7 +1,8 @@
 """Run by tests/test_parallel.py in a process of its own with 4 fake CPU devices: both stages
-on sub-meshes of 1, 2 and 4 devices, and stage 2 with its in-batch terms in 2 groups on 1 and 2
-devices, evaluation with the users split over sub-meshes and propagation with the graphs' rows
-split over them; prints a JSON line of what the test compares."""
+on sub-meshes of 1, 2 and 4 devices, stage 2 with its in-batch terms in 2 groups on 1 and 2
+devices and with its tables split by rows (on 4, and resumed from 2 on 4), evaluation with the
+users split over sub-meshes and propagation with the graphs' rows split over them; prints a
+JSON line of what the test compares."""
 
 import json
 import sys
@@ -14,6 +15,7 @@ from test_evaluate import _random_dataset  # run as a script: the tests' folder 
 from alignrec_jax import graph as graph_lib
 from alignrec_jax.data import content as content_lib
 from alignrec_jax.data.dataset import Interactions
+from alignrec_jax.errors import ConfigError
 from alignrec_jax.evaluation.index import make_eval_data
 from alignrec_jax.evaluation.ranking import METHODS, evaluate
 from alignrec_jax.propagation import PartitionedOperator, SparseOperator, lightgcn, propagate
@@ -64,7 +66,25 @@ def main(root: str) -> None:
     stage2.train_and_evaluate(config, f"{root}/grouped_{count}")
     run = load_run(f"{root}/grouped_{count}", "latest")
     np.save(f"{root}/grouped_users_{count}.npy", run.user_embeddings)
+  # The tables split by rows (parallel.shard_tables): 2 epochs on 4 devices, and a run of 1
+  # epoch on 2 devices resumed to 2 on 4 (the padded checkpoint fits either mesh).
+  for name, steps in (("sharded", ((4, 2),)), ("sharded_resumed", ((2, 1), (4, 2)))):
+    for count, epochs in steps:
+      config = test_config.get_config()
+      config.train.max_epochs = epochs
+      config.parallel.num_devices = count
+      config.parallel.shard_tables = True
+      config.data.cache_dir = f"{root}/data"
+      stage2.train_and_evaluate(config, f"{root}/{name}")
+    np.save(f"{root}/{name}_users.npy", load_run(f"{root}/{name}", "latest").user_embeddings)
   out["epochs_keep_their_layout"] = _epochs_keep_their_layout(f"{root}/layout")
+  out["table_rows_per_device"] = _table_rows_per_device(f"{root}/layout")
+  config = test_config.get_config()
+  config.parallel.num_devices, config.parallel.shard_tables = 3, True
+  try:
+    stage2.check_config(config)
+  except ConfigError as e:
+    out["three_devices_refused"] = str(e)
   out["evaluation"] = _evaluation_on_sub_meshes()
   out["partitioned_propagation"] = _partitioned_propagation_error()
   print(json.dumps(out))
@@ -72,18 +92,36 @@ def main(root: str) -> None:
 
 def _epochs_keep_their_layout(workdir: str) -> bool:
   """Whether an epoch compiled ahead of time on 2 devices accepts the state it returns: its
-  outputs keep the inputs' (replicated) layout instead of one XLA picked."""
+  outputs keep the inputs' layout (replicated, or tables split by rows) instead of one XLA
+  picked."""
+  for shard_tables in (False, True):
+    config = test_config.get_config()
+    config.parallel.num_devices = 2
+    config.parallel.shard_tables = shard_tables
+    config.data.cache_dir = f"{workdir}/data"
+    exp = stage2.build_experiment(config, workdir)
+    recommender = stage2.build_recommender(config, exp)
+    state = recommender.init_state(jax.random.key(0), exp.train_data)
+    key = jax.random.key(1)
+    epoch = recommender.make_train_epoch().lower(state, exp.train_data, key).compile()
+    for _ in range(2):  # the second call raises if the first returned another layout
+      state, _ = epoch(state, exp.train_data, key)
+  return True
+
+
+def _table_rows_per_device(workdir: str) -> dict[str, list[int]]:
+  """Each 2-D state leaf's rows on one device with the tables split over 4 devices."""
   config = test_config.get_config()
-  config.parallel.num_devices = 2
+  config.parallel.num_devices = 4
+  config.parallel.shard_tables = True
   config.data.cache_dir = f"{workdir}/data"
   exp = stage2.build_experiment(config, workdir)
-  recommender = stage2.build_recommender(config, exp)
-  state = recommender.init_state(jax.random.key(0), exp.train_data)
-  key = jax.random.key(1)
-  epoch = recommender.make_train_epoch().lower(state, exp.train_data, key).compile()
-  for _ in range(2):  # the second call raises if the first returned another layout
-    state, _ = epoch(state, exp.train_data, key)
-  return True
+  state = stage2.build_recommender(config, exp).init_state(jax.random.key(0), exp.train_data)
+  return {
+    jax.tree_util.keystr(path): [leaf.shape[0], leaf.addressable_shards[0].data.shape[0]]
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+    if leaf.ndim == 2
+  }
 
 
 def _partitioned_propagation_error() -> float:

@@ -362,10 +362,11 @@ def test_a_changed_config_stops_the_resume_naming_the_fields(tmp_path, reference
   changed = config(3, "first")
   changed.optim.lr = 5e-4
   changed.model.alignrec.loss.cl_weight = 0.1
+  changed.parallel.shard_tables = True  # unlike the other parallel fields: the state's shapes
   with pytest.raises(
     WorkdirError,
     match=r"model\.alignrec\.loss\.cl_weight: 0\.01 -> 0\.1; "
-    r"optim\.lr: 0\.001 -> 0\.0005",
+    r"optim\.lr: 0\.001 -> 0\.0005; parallel\.shard_tables: False -> True",
   ):
     stage2.train_and_evaluate(changed, workdir)
   # A longer run, another checkpoint cadence, a moved data folder and another model's group

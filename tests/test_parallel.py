@@ -50,6 +50,16 @@ def test_both_stages_on_1_2_and_4_devices_agree(tmp_path):
   assert out["evaluation"] and all(out["evaluation"].values()), out["evaluation"]
   assert out["partitioned_propagation"] < 1e-5
   assert out["epochs_keep_their_layout"]
+  for name in ("sharded", "sharded_resumed"):
+    np.testing.assert_allclose(np.load(tmp_path / f"{name}_users.npy"), one, atol=TOLERANCE)
+  # The tiny run's users (120), items (80) and both (200): each table padded to 1024 rows, 256
+  # a device, its Adam moments alike; the feature projection's kernel stays replicated.
+  rows = out["table_rows_per_device"]
+  tables = [name for name in rows if "features" in name or "embedding" in name]
+  assert len(tables) == 6, rows  # 2 tables x (parameter, Adam's mu and nu)
+  for name, (total, per_device) in rows.items():
+    assert (total, per_device) == ((1024, 256) if name in tables else (total, total)), name
+  assert "3 devices do not split evenly" in out["three_devices_refused"]
   grouped = np.load(tmp_path / "grouped_users_1.npy")
   np.testing.assert_allclose(np.load(tmp_path / "grouped_users_2.npy"), grouped, atol=TOLERANCE)
   assert np.abs(grouped - one).max() > 10 * TOLERANCE  # per-slice terms are another objective
@@ -62,7 +72,8 @@ def _free_port() -> int:
 
 
 def test_two_processes_agree_with_one(tmp_path):
-  """Two processes (one CPU device each, gloo collectives) form one 2-device mesh."""
+  """Two processes (one CPU device each, gloo collectives) form one 2-device mesh, with the
+  tables split by rows across the processes; the single process keeps them whole."""
   flags = [
     "--config=configs/test.py",
     "--config.train.max_epochs=2",
@@ -76,6 +87,7 @@ def test_two_processes_agree_with_one(tmp_path):
         "-m",
         "launch.train",
         *flags,
+        "--config.parallel.shard_tables=True",
         f"--workdir={tmp_path / 'hosts'}",
         f"--coordinator_address=localhost:{port}",
         "--num_processes=2",

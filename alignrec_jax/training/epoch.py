@@ -49,20 +49,16 @@ def make_epoch(
     progress: called on the host with each step's index as the step starts (a
       `jax.debug.callback`, which carries no data back: the results are the same without it).
     parallel: the devices: each step's batch rows are split across them (`parallel.py`);
-      the state and data come in replicated. None: one device.
+      the data come in replicated, the state as `parallel.place_state` lays it out. None: one
+      device.
     prepare: `(data, key) -> data`, run once at the epoch's start with a key of its own (e.g.
       FREEDOM's freshly pruned graph); the steps read what it returns.
   """
   num_batches = math.ceil(num_examples / batch_size)
   padding = num_batches * batch_size - num_examples
-  # On several devices the state leaves as it came, replicated: left to itself, XLA may shard
-  # an output (after a partitioned propagation, the feature table along its rows), and the
-  # next epoch would then compile again for the new input layout.
-  placement = {}
-  if parallel is not None and parallel.mesh is not None:
-    placement["out_shardings"] = parallel.replicated()
+  placed = parallel is not None and parallel.mesh is not None
 
-  @functools.partial(jax.jit, donate_argnums=0, **placement)
+  @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, data, key: jax.Array):
     if prepare is not None:
       # folded in, not split off: the order and step keys stay those of every other model.
@@ -82,6 +78,11 @@ def make_epoch(
       return step(state, data, *batch)
 
     state, terms = jax.lax.scan(body, state, (jnp.arange(num_batches), rows, real, keys))
+    if placed:
+      # On several devices the state leaves in the layout it came in: left to itself, XLA may
+      # shard an output (after a partitioned propagation, the feature table along its rows),
+      # and the next epoch would then compile again for the new input layout.
+      state = parallel.place_state(state)
     return state, jax.tree.map(jnp.mean, terms)
 
   return epoch

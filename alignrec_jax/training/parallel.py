@@ -10,6 +10,14 @@ propagation is split by receiver rows (`propagation.PartitionedOperator`, a `sha
 evaluation by users (`evaluation.ranking`). On one device nothing is added: the single-device
 program is unchanged.
 
+With `shard_tables`, stage 2's catalogue tables (the ID embeddings, the fine-tuned feature
+table) and their Adam moments are split by rows across the devices instead of replicated, so
+each device holds 1 / N of them. Jit boundaries cannot split a dimension unevenly, so those
+tables are kept padded with zero rows to a multiple of `TABLE_ROW_QUANTUM` (`pad_tables`) and
+the model reads them sliced back (`unpad_tables`): the padding gets zero gradients and stays
+zero, and the numbers are those of the unpadded run. The padding does not depend on the
+device count, so a run resumes on any mesh whose size divides the quantum.
+
 Several processes (hosts) run the same program over one global mesh after
 `initialize_distributed`: every process builds the same data (it is deterministic) and hands
 its own devices' copies to the global arrays (`replicate`); only process 0 writes the run's
@@ -21,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -28,18 +37,31 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from alignrec_jax.errors import BOOL, NONNEGATIVE_INT, ConfigError, check_fields, check_values
 
 AXIS = "data"
-FIELDS = ("num_devices", "partition_graphs")
+FIELDS = ("num_devices", "partition_graphs", "shard_tables")
+
+# Sharded tables' rows are padded to a multiple of this: any mesh of up to 1024 devices whose
+# size is a power of two (or divides it) splits them evenly, and a checkpoint fits them all.
+TABLE_ROW_QUANTUM = 1024
 
 
 def check_config(config: ml_collections.ConfigDict, *, batch_size: int, path: str) -> None:
   """ConfigError for a bad `parallel` group or a batch the devices cannot share evenly."""
   check_fields(config, FIELDS, path=path)
-  check_values(config, {"num_devices": NONNEGATIVE_INT, "partition_graphs": BOOL}, path=path)
+  check_values(
+    config,
+    {"num_devices": NONNEGATIVE_INT, "partition_graphs": BOOL, "shard_tables": BOOL},
+    path=path,
+  )
   available = jax.device_count()
   count = config.num_devices or available
   if count > available:
     raise ConfigError(
       f"{path}.num_devices: {count} asked, {available} available ({jax.default_backend()})"
+    )
+  if config.shard_tables and TABLE_ROW_QUANTUM % count:
+    raise ConfigError(
+      f"{path}.shard_tables: the tables' rows are padded to a multiple of {TABLE_ROW_QUANTUM}, "
+      f"which {count} devices do not split evenly: choose a device count that divides it"
     )
   if batch_size % count:
     raise ConfigError(
@@ -48,11 +70,38 @@ def check_config(config: ml_collections.ConfigDict, *, batch_size: int, path: st
     )
 
 
+def padded_rows(rows: int) -> int:
+  """`rows` rounded up to a multiple of TABLE_ROW_QUANTUM."""
+  return -(-rows // TABLE_ROW_QUANTUM) * TABLE_ROW_QUANTUM
+
+
+def pad_tables(params, table_rows: frozenset[int]):
+  """`params` with every 2-D leaf of `table_rows` rows padded with zero rows (`padded_rows`)."""
+
+  def pad(x):
+    if x.ndim != 2 or x.shape[0] not in table_rows:
+      return x
+    return jnp.pad(x, ((0, padded_rows(x.shape[0]) - x.shape[0]), (0, 0)))
+
+  return jax.tree.map(pad, params)
+
+
+def unpad_tables(params, shapes):
+  """`params` cut back to `shapes` (the unpadded parameters' `jax.eval_shape`); the cut's
+  gradient is zero on the padding rows."""
+  return jax.tree.map(lambda x, s: x if x.shape == s.shape else x[: s.shape[0]], params, shapes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Parallel:
-  """Where a run's arrays live: a mesh over `num_devices` devices, or None for one device."""
+  """Where a run's arrays live: a mesh over `num_devices` devices, or None for one device.
+
+  `sharded_rows`: a state leaf that is 2-D with one of these row counts (the padded tables')
+  is split by rows across the mesh (`place_state`); empty: every leaf is replicated.
+  """
 
   mesh: Mesh | None
+  sharded_rows: frozenset[int] = frozenset()
 
   @property
   def num_devices(self) -> int:
@@ -67,15 +116,22 @@ class Parallel:
     if self.mesh is None:
       return jax.device_put(tree)
     sharding = NamedSharding(self.mesh, PartitionSpec())
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
 
-    def put(x):
-      if isinstance(x, jax.core.Tracer):  # traced (e.g. under jax.eval_shape): a constraint
-        return jax.lax.with_sharding_constraint(x, sharding)
-      if jax.process_count() == 1:
-        return jax.device_put(x, sharding)
-      return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+  def place_state(self, tree):
+    """A training state's arrays on the mesh: the tables of `sharded_rows` rows split by rows,
+    everything else replicated. Inside jit (traced) a sharding constraint, which also keeps an
+    epoch's output state in its input's layout (else the next epoch would compile again)."""
+    if self.mesh is None:
+      return tree if _traced(tree) else jax.device_put(tree)
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    by_rows = NamedSharding(self.mesh, PartitionSpec(AXIS, None))
 
-    return jax.tree.map(put, tree)
+    def place(x):
+      split = x.ndim == 2 and x.shape[0] in self.sharded_rows
+      return _put(x, by_rows if split else replicated)
+
+    return jax.tree.map(place, tree)
 
   def split_batches(self, tree):
     """Inside jit: `tree`'s [num_batches, B, ...] arrays split along B across the mesh."""
@@ -84,9 +140,20 @@ class Parallel:
     sharding = NamedSharding(self.mesh, PartitionSpec(None, AXIS))
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
-  def replicated(self):
-    """The replicated sharding (for out_shardings), or None on one device."""
-    return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
+
+def _traced(tree) -> bool:
+  return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+def _put(x, sharding: NamedSharding):
+  """`x` with `sharding`: a constraint when traced (in jit, or under jax.eval_shape); across
+  processes, each provides its own devices' pieces of the (identical) global value."""
+  if isinstance(x, jax.core.Tracer):
+    return jax.lax.with_sharding_constraint(x, sharding)
+  if jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  value = np.asarray(x)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def make_parallel(config: ml_collections.ConfigDict) -> Parallel:

@@ -76,6 +76,7 @@ ADDED_FIELDS = {
   "model.knn_search": "exact",
   "model.knn_probes": 32,
   "parallel.partition_graphs": True,
+  "parallel.shard_tables": False,
 }
 
 # Every field of the stage-2 groups (the model and optim groups check their own).
@@ -361,6 +362,8 @@ class Recommender(ScannedEpoch):
     parallel: the devices.
     edge_keep: > 0: every epoch trains on a user-item graph of this many of the training edges,
       drawn afresh (FREEDOM's degree-sensitive pruning); 0: on the whole graph.
+    table_shapes: with `parallel.shard_tables`, the unpadded parameters' shapes (the state
+      holds the catalogue tables padded, `parallel.pad_tables`); None: nothing is padded.
   """
 
   module: nn.Module
@@ -371,6 +374,7 @@ class Recommender(ScannedEpoch):
   batch_size: int
   parallel: Parallel = Parallel(mesh=None)
   edge_keep: int = 0
+  table_shapes: Any = None
 
   @property
   def prepare_epoch(self) -> Callable[[TrainData, jax.Array], TrainData] | None:
@@ -409,15 +413,29 @@ class Recommender(ScannedEpoch):
     The step is an int32 array from the start, as every later state's is: a Python int would
     give the jitted epoch another argument type on its first call, and a second compilation.
     """
+    params = self.init_params(key, data)
+    if self.table_shapes is not None:
+      params = parallel_lib.pad_tables(params, table_rows(self.module))
+    state = TrainState.create(apply_fn=self.module.apply, params=params, tx=self.optimizer)
+    return self.parallel.place_state(state.replace(step=jnp.zeros((), jnp.int32)))
+
+  def init_params(self, key: jax.Array, data: TrainData) -> dict[str, Any]:
+    """Fresh parameters, unpadded: {"net": ...}, plus {"features": F} when fine-tuned."""
     variables = jax.jit(self.module.init)(key, data.graphs, data.features)
     params = {"net": variables["params"]}
     if self.trainable_features and data.features is not None:
       # A copy: the epoch donates the state's buffers, and data.features must outlive them.
       params["features"] = jnp.array(data.features, copy=True)
-    state = TrainState.create(apply_fn=self.module.apply, params=params, tx=self.optimizer)
-    return self.parallel.replicate(state.replace(step=jnp.zeros((), jnp.int32)))
+    return params
+
+  def model_params(self, params) -> dict[str, Any]:
+    """The state's parameters as the model reads them: padded tables cut back."""
+    if self.table_shapes is None:
+      return params
+    return parallel_lib.unpad_tables(params, self.table_shapes)
 
   def loss(self, params, data: TrainData, batch: Batch):
+    params = self.model_params(params)
     features = params.get("features", data.features)
     emb = self.module.apply({"params": params["net"]}, data.graphs, features)
     return self.objective(emb, features, batch)
@@ -447,6 +465,7 @@ class Recommender(ScannedEpoch):
 
     @jax.jit
     def embed(params, data: TrainData):
+      params = self.model_params(params)
       emb = self.module.apply(
         {"params": params["net"]}, data.graphs, params.get("features", data.features)
       )
@@ -470,7 +489,7 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
   num_train = len(dataset.train)
   steps_per_epoch = math.ceil(num_train / config.train.batch_size)
   group = config.model[config.model.name]
-  return Recommender(
+  recommender = Recommender(
     module=module,
     objective=objective,
     optimizer=optimizer.make_optimizer(
@@ -482,6 +501,21 @@ def build_recommender(config: ml_collections.ConfigDict, exp: Experiment) -> Rec
     batch_size=config.train.batch_size,
     parallel=exp.parallel,
   )
+  if not config.parallel.shard_tables:
+    return recommender
+  shapes = jax.eval_shape(recommender.init_params, jax.random.key(0), exp.train_data)
+  padded = frozenset(map(parallel_lib.padded_rows, table_rows(module)))
+  return dataclasses.replace(
+    recommender,
+    table_shapes=shapes,
+    parallel=dataclasses.replace(exp.parallel, sharded_rows=padded),
+  )
+
+
+def table_rows(module: nn.Module) -> frozenset[int]:
+  """The row counts that mark a catalogue table among the parameters' 2-D leaves: the users',
+  the items' and both together (LightGCN-style models keep one table of users then items)."""
+  return frozenset({module.num_users, module.num_items, module.num_users + module.num_items})
 
 
 def _edge_keep(group: ml_collections.ConfigDict, num_train: int) -> int:
@@ -521,7 +555,9 @@ def make_task(
       "train.checkpoint_every",
       "train.tensorboard",
       "eval.chunk_size",
-      "parallel.",
+      # not parallel.shard_tables: it changes the state's shapes (the padded tables)
+      "parallel.num_devices",
+      "parallel.partition_graphs",
       "stage1.",
       "pipeline.",
       *(f"model.{name}." for name in objectives.MODELS if name != config.model.name),
