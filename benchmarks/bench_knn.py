@@ -2,6 +2,7 @@ r"""Item kNN graph at Amazon-Electronics scale: 63,001 items x 768-d, k = 10, no
 
   python -m benchmarks.bench_knn [--items=63001 --dim=768 --k=10]
   python -m benchmarks.bench_knn --search=ivf --probes=8,32 [--items=630010]   # faiss
+  python -m benchmarks.bench_knn --search=ivf --features=../shared/data/lfm2k/text_feat.npy
 
 The similarity product alone is 2 I^2 D = 6.1 TFLOP. Reports the build time and the extra peak
 memory (peak resident memory during the build minus the resident memory before it, with the
@@ -9,6 +10,8 @@ features already loaded); targets on the 2-core CPU: under 3 minutes and under 1
 --search=ivf (`graph.KnnSearch`), one build per --probes value, each with its recall against the
 exact search on --recall_sample random items (the share of their k - 1 nearest other items it
 found; the exact neighbours of the sample alone cost sample / items of the exact graph).
+The features are random clusters (easy for IVF) unless --features names a real [items, dim]
+feature file.
 """
 
 import time
@@ -26,6 +29,7 @@ _SEARCH = flags.DEFINE_enum("search", "exact", list(graph_lib.KNN_SEARCHES), "Th
 _PROBES = flags.DEFINE_list("probes", ["32"], "ivf: lists searched a query, one build each.")
 _SAMPLE = flags.DEFINE_integer("recall_sample", 2000, "ivf: items whose recall is measured.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
+_FEATURES = flags.DEFINE_string("features", "", "A real .npy feature table (sets items, dim).")
 
 
 def _rss_gib() -> float:
@@ -34,6 +38,8 @@ def _rss_gib() -> float:
 
 
 def _features() -> np.ndarray:
+  if _FEATURES.value:
+    return np.load(_FEATURES.value).astype(np.float32)
   rng = np.random.default_rng(0)
   # Clustered features so that neighbourhoods are meaningful, with a few exact duplicates.
   centers = rng.normal(size=(500, _DIM.value)).astype(np.float32)
@@ -58,26 +64,29 @@ def _timed_build(feats: np.ndarray, search: graph_lib.KnnSearch) -> tuple[dict, 
 def main(argv):
   del argv
   feats = _features()
+  items, dim = feats.shape
   graph_lib.knn_graph(feats[:2048], k=_K.value)  # compile outside the timing
   base = {
-    "items": _ITEMS.value,
-    "dim": _DIM.value,
+    "features": _FEATURES.value or "random clusters",
+    "items": items,
+    "dim": dim,
     "k": _K.value,
-    "block_size": graph_lib.default_block_size(_ITEMS.value),
-    "tflop_exact": 2 * _ITEMS.value**2 * _DIM.value / 1e12,
+    "block_size": graph_lib.default_block_size(items),
+    "tflop_exact": 2 * items**2 * dim / 1e12,
     **machine.describe(),
   }
   if _SEARCH.value == "exact":
     timing, knn = _timed_build(feats, graph_lib.KnnSearch())
     machine.report({**base, "search": "exact", "nnz": len(knn.edges), **timing}, _OUTPUT.value)
     return
-  sample = np.random.default_rng(1).choice(_ITEMS.value, _SAMPLE.value, replace=False)
+  sample_size = min(_SAMPLE.value, items)
+  sample = np.random.default_rng(1).choice(items, sample_size, replace=False)
   start = time.perf_counter()
   exact, _ = graph_lib.exact_neighbours_of(feats, sample, k=_K.value)
   exact_sample_seconds = time.perf_counter() - start
   for probes in (int(p) for p in _PROBES.value):
     timing, knn = _timed_build(feats, graph_lib.KnnSearch("ivf", probes))
-    found = np.asarray(knn.senders).reshape(_ITEMS.value, _K.value)[sample]  # sorted by item
+    found = np.asarray(knn.senders).reshape(items, _K.value)[sample]  # sorted by item
     recall = np.mean(
       [len(set(f) & set(e[1:])) / (_K.value - 1) for f, e in zip(found, exact, strict=True)]
     )
@@ -85,7 +94,7 @@ def main(argv):
       **base,
       "search": "ivf",
       "probes": probes,
-      "recall_sample": _SAMPLE.value,
+      "recall_sample": sample_size,
       "recall": float(recall),
       "exact_sample_seconds": exact_sample_seconds,
       **timing,
