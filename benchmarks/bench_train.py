@@ -67,6 +67,8 @@ def main(argv):
     kernel=exp.train_data.graphs.user_item.kernel,
     num_devices=exp.parallel.num_devices,
     shard_tables=config.parallel.shard_tables,
+    batch_size=config.train.batch_size,
+    in_batch_groups=config.train.in_batch_groups,
   )
 
   recommender = stage2.build_recommender(config, exp)
