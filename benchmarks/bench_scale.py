@@ -78,6 +78,8 @@ def measure(config, preset: str, workdir: str) -> dict:
     batch_size=rec.batch_size,
     learning_rate=config.optim.lr,
     in_batch_groups=config.train.in_batch_groups,
+    num_devices=exp.parallel.num_devices,
+    shard_tables=config.parallel.shard_tables,
     kernel=exp.train_data.graphs.user_item.kernel,
     steps_per_epoch=epoch_steps,
     steps_timed=steps,
