@@ -145,7 +145,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.in_batch_groups = 0
 
   # Devices the epochs run on: each step's batch is split across them (train.batch_size is the
-  # global batch), parameters and data replicated; 0 takes every device (training/parallel.py).
+  # global batch), parameters and data replicated (but see shard_tables); 0 takes every device
+  # (training/parallel.py).
   # partition_graphs: on several devices, each propagates its share of the graphs' rows (the
   # propagation's work split N ways; False: every device propagates all of them).
   # shard_tables: stage 2's ID tables, fine-tuned feature table and their Adam moments split by

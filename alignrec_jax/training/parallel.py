@@ -39,8 +39,8 @@ from alignrec_jax.errors import BOOL, NONNEGATIVE_INT, ConfigError, check_fields
 AXIS = "data"
 FIELDS = ("num_devices", "partition_graphs", "shard_tables")
 
-# Sharded tables' rows are padded to a multiple of this: any mesh of up to 1024 devices whose
-# size is a power of two (or divides it) splits them evenly, and a checkpoint fits them all.
+# Sharded tables' rows are padded to a multiple of this, so any mesh whose size divides it (1, 2,
+# 4, ..., 1024 devices) splits them evenly, and one checkpoint fits every such mesh.
 TABLE_ROW_QUANTUM = 1024
 
 
