@@ -22,11 +22,17 @@ from absl import app, flags
 
 from benchmarks import machine
 
-_REFERENCE = flags.DEFINE_list("reference", [], "Run folders of the reference semantics.")
-_RUNS = flags.DEFINE_multi_string("runs", [], "NAME=RUN[,RUN...]: an option's run folders.")
-_WITHIN = flags.DEFINE_float("within", 0.01, "Relative shortfall allowed from the target.")
-_METRIC = flags.DEFINE_string("metric", "valid/recall@20", "The validation metric.")
-_OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when run as a script: the tests import this module
+  beside other benchmarks whose flags (--output, --runs) would clash in absl's one registry."""
+  flags.DEFINE_list("reference", [], "Run folders of the reference semantics.")
+  flags.DEFINE_multi_string("runs", [], "NAME=RUN[,RUN...]: an option's run folders.")
+  flags.DEFINE_float("within", 0.01, "Relative shortfall allowed from the target.")
+  flags.DEFINE_string("metric", "valid/recall@20", "The validation metric.")
+  flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
 
 
 def read_records(run: str) -> list[dict]:
@@ -55,15 +61,15 @@ def reach(records: list[dict], metric: str, target: float) -> dict:
 
 def main(argv):
   del argv
-  metric = _METRIC.value
-  groups = {"reference": _REFERENCE.value}
-  for spec in _RUNS.value:
+  metric = FLAGS.metric
+  groups = {"reference": FLAGS.reference}
+  for spec in FLAGS.runs:
     name, _, runs = spec.partition("=")
     groups[name] = runs.split(",")
   records = {name: [read_records(run) for run in runs] for name, runs in groups.items()}
-  target = statistics.mean(best(r, metric) for r in records["reference"]) * (1 - _WITHIN.value)
-  result = {"metric": metric, "within": _WITHIN.value, "target": target, **machine.describe()}
-  print(f"target: {metric} >= {target:.4f} (the reference's best less {_WITHIN.value:.0%})")
+  target = statistics.mean(best(r, metric) for r in records["reference"]) * (1 - FLAGS.within)
+  result = {"metric": metric, "within": FLAGS.within, "target": target, **machine.describe()}
+  print(f"target: {metric} >= {target:.4f} (the reference's best less {FLAGS.within:.0%})")
   for name, runs in records.items():
     reached = [reach(r, metric, target) for r in runs]
     result[name] = {"runs": groups[name], "reached": reached}
@@ -74,10 +80,11 @@ def main(argv):
       for x in reached
     ]
     print(f"{name}: " + "; ".join(cells))
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "a") as f:
+  if FLAGS.output:
+    with open(FLAGS.output, "a") as f:
       f.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
