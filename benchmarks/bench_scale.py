@@ -80,6 +80,7 @@ def measure(config, preset: str, workdir: str) -> dict:
     in_batch_groups=config.train.in_batch_groups,
     num_devices=exp.parallel.num_devices,
     shard_tables=config.parallel.shard_tables,
+    trainable_features=rec.trainable_features,
     kernel=exp.train_data.graphs.user_item.kernel,
     steps_per_epoch=epoch_steps,
     steps_timed=steps,
