@@ -49,6 +49,11 @@ def peak_rss_gib() -> float:
 def report(result: dict[str, object], output: str) -> None:
   """Prints a result and, when `output` is set, appends it to that file as one JSON line."""
   print(json.dumps(result, indent=1))
+  append_record(result, output)
+
+
+def append_record(result: dict[str, object], output: str) -> None:
+  """Appends `result` to the file `output` as one JSON line (nothing when `output` is empty)."""
   if output:
     with open(output, "a") as f:
       f.write(json.dumps(result) + "\n")

@@ -13,12 +13,11 @@ means within 2%, or within one pooled standard deviation where the seeds spread 
 
 from __future__ import annotations
 
-import json
 import re
 
 from absl import app, flags
 
-from benchmarks import option_quality
+from benchmarks import machine, option_quality
 
 FLAGS = flags.FLAGS
 
@@ -78,16 +77,16 @@ def main(argv):
     theirs = [runs[seed][split][name] for seed in sorted(runs)]
     row = parity(ours[metric], theirs)
     result[metric] = row
+    shift = row["difference_in_pooled_std"]
     print(
       f"{metric}: ours {row['option_mean']:.4f}±{row.get('option_std', 0):.4f} "
       f"({len(ours[metric])} seeds), MMRec {row['reference_mean']:.4f}"
       f"±{row.get('reference_std', 0):.4f} ({len(theirs)} seeds): "
-      f"{row['relative_difference']:+.1%}, {row['difference_in_pooled_std']:+.2f} pooled std, "
-      f"parity {'holds' if row['holds'] else 'does not hold'}"
+      f"{row['relative_difference']:+.1%}"
+      + ("" if shift is None else f", {shift:+.2f} pooled std")
+      + f", parity {'holds' if row['holds'] else 'does not hold'}"
     )
-  if FLAGS.output:
-    with open(FLAGS.output, "a") as f:
-      f.write(json.dumps(result) + "\n")
+  machine.append_record(result, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import statistics
 
 from absl import app, flags
 
+from benchmarks import machine
+
 FLAGS = flags.FLAGS
 
 
@@ -77,9 +79,7 @@ def main(argv):
         f"{name} {metric}: {row['option_mean']:.4f} ({row['seeds']} seeds) against "
         f"{row['reference_mean']:.4f}" + ("" if shift is None else f": {shift:+.2f} pooled std")
       )
-  if FLAGS.output:
-    with open(FLAGS.output, "a") as f:
-      f.write(json.dumps(result) + "\n")
+  machine.append_record(result, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -80,9 +80,7 @@ def main(argv):
       for x in reached
     ]
     print(f"{name}: " + "; ".join(cells))
-  if FLAGS.output:
-    with open(FLAGS.output, "a") as f:
-      f.write(json.dumps(result) + "\n")
+  machine.append_record(result, FLAGS.output)
 
 
 if __name__ == "__main__":
