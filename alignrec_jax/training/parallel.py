@@ -123,7 +123,7 @@ class Parallel:
     everything else replicated. Inside jit (traced) a sharding constraint, which also keeps an
     epoch's output state in its input's layout (else the next epoch would compile again)."""
     if self.mesh is None:
-      return tree if _traced(tree) else jax.device_put(tree)
+      return jax.device_put(tree)
     replicated = NamedSharding(self.mesh, PartitionSpec())
     by_rows = NamedSharding(self.mesh, PartitionSpec(AXIS, None))
 
@@ -139,10 +139,6 @@ class Parallel:
       return tree
     sharding = NamedSharding(self.mesh, PartitionSpec(None, AXIS))
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
-
-
-def _traced(tree) -> bool:
-  return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
 def _put(x, sharding: NamedSharding):
