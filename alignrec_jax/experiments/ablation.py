@@ -236,7 +236,10 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     )
   lines = []
   for title, columns in tables:
-    lines += [f"{title}, mean ± std over seeds {list(result['seeds'])}:", ""]
+    lines += [
+      f"{title}, mean ± std over seeds {list(result['seeds'])} (population std):",
+      "",
+    ]
     lines.append("| variant | " + " | ".join(name for name, _, _ in columns) + " |")
     lines.append("|---" * (len(columns) + 1) + "|")
     cells = [

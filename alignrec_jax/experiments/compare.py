@@ -346,7 +346,8 @@ def write_report(result: Mapping[str, Any], workdir: str) -> str:
     f"# {result['dataset']}: {len(models)} models, seeds {result['seeds']}",
     "",
     "Every number is at each run's best validation epoch (selected on validation Recall@20; "
-    "the test split chooses nothing); mean ± std over seeds, each column's best in bold.",
+    "the test split chooses nothing); mean ± standard deviation over seeds (the population one, "
+    "numpy's default), each column's best in bold.",
     "",
     *_table(models, TABLE_COLUMNS),
     "",
