@@ -15,7 +15,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from alignrec_jax.training import reporting, stage2
+from alignrec_jax.training import reporting, stage2, stage2_setup
 from benchmarks import machine
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
@@ -27,7 +27,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Scratch (synth
 def main(argv):
   del argv
   config = _CONFIG.value
-  exp = stage2.build_experiment(config, _WORKDIR.value)
+  exp = stage2_setup.build_experiment(config, _WORKDIR.value)
   recommender = stage2.build_recommender(config, exp)
   progress = reporting.EpochProgress(
     "bench", steps=recommender.steps_per_epoch, examples_per_step=recommender.batch_size

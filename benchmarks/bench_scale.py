@@ -30,7 +30,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alignrec_jax.evaluation import evaluate
-from alignrec_jax.training import stage2
+from alignrec_jax.training import stage2, stage2_setup
 from alignrec_jax.training.epoch import make_epoch
 from benchmarks import machine, scale_data
 
@@ -64,7 +64,7 @@ def measure(config, preset: str, workdir: str) -> dict:
   result["data_seconds"] = time.perf_counter() - start
 
   start = time.perf_counter()
-  exp = stage2.build_experiment(config, workdir)
+  exp = stage2_setup.build_experiment(config, workdir)
   result["setup_seconds"] = time.perf_counter() - start
   result["setup_parts"] = exp.setup_seconds
   result["peak_rss_gib_after_setup"] = machine.peak_rss_gib()

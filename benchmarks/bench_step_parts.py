@@ -37,7 +37,7 @@ from ml_collections import config_flags
 
 from alignrec_jax.objectives import losses
 from alignrec_jax.propagation import lightgcn, propagate
-from alignrec_jax.training import stage2
+from alignrec_jax.training import stage2, stage2_setup
 from benchmarks import machine, scale_data, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
@@ -148,7 +148,7 @@ def main(argv):
   result = {"config": config.data.name, **machine.describe(), "batch_size": config.train.batch_size}
   roofline = machine_roofline(repeats)
   result.update(roofline)
-  exp = stage2.build_experiment(config, _WORKDIR.value)
+  exp = stage2_setup.build_experiment(config, _WORKDIR.value)
   recommender = stage2.build_recommender(config, exp)
   state = recommender.init_state(jax.random.key(0), exp.train_data)
   steps = recommender.steps_per_epoch

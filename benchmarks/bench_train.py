@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alignrec_jax.evaluation import evaluate
-from alignrec_jax.training import reporting, stage2
+from alignrec_jax.training import reporting, stage2, stage2_setup
 from benchmarks import machine, scale_data, timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/baby_graph.py", "Config.")
@@ -51,7 +51,7 @@ def main(argv):
   }
 
   start = time.perf_counter()
-  exp = stage2.build_experiment(config, _WORKDIR.value)
+  exp = stage2_setup.build_experiment(config, _WORKDIR.value)
   result["setup_seconds"] = time.perf_counter() - start
   result["setup_parts"] = exp.setup_seconds
   result["peak_rss_gib_after_setup"] = machine.peak_rss_gib()

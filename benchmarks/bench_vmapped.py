@@ -69,7 +69,10 @@ def main(argv):
         stage2.train_and_evaluate(single, f"{scratch}/k{k}_run{m}")
       alone = (time.perf_counter() - tick) * k / alone_runs
       tick = time.perf_counter()
-      ensemble.train_members(config, f"{scratch}/k{k}_vmapped", seeds, lrs)
+      ensemble.train_members(
+        ensemble.member_configs(config, seeds, lrs),
+        [f"{scratch}/k{k}_vmapped/{m}" for m in range(k)],
+      )
       together = time.perf_counter() - tick
       row = {
         "members": k,
@@ -88,7 +91,10 @@ def main(argv):
         short = config.copy_and_resolve_references()
         short.train.max_epochs = short.train.patience = 1
         tick = time.perf_counter()
-        ensemble.train_members(short, f"{scratch}/k{k}_one_epoch", seeds, lrs)
+        ensemble.train_members(
+          ensemble.member_configs(short, seeds, lrs),
+          [f"{scratch}/k{k}_one_epoch/{m}" for m in range(k)],
+        )
         one_epoch = time.perf_counter() - tick
         per_epoch = (together - one_epoch) / (_EPOCHS.value - 1)
         row.update(

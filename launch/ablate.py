@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from alignrec_jax.experiments import ablation
 from alignrec_jax.training import reporting
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The ablation's folder.", required=True)
@@ -51,4 +52,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
+  app.run(cli.exit_on_user_error(main), flags_parser=cli.parse_flags)

@@ -16,6 +16,7 @@ from absl import app, flags
 
 from alignrec_jax.serving import export, load_run
 from alignrec_jax.training import reporting
+from launch import cli
 
 _WORKDIR = flags.DEFINE_string(
   "workdir", None, "The trained run's folder, or a pipeline's.", required=True
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
+  app.run(cli.exit_on_user_error(main), flags_parser=cli.parse_flags)

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from alignrec_jax.experiments import feature_comparison
 from alignrec_jax.training import reporting
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/ml100k.py", "The config the pipeline ran with.", lock_config=True
@@ -38,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
+  app.run(cli.exit_on_user_error(main), flags_parser=cli.parse_flags)

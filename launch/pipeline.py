@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from alignrec_jax.experiments import pipeline
 from alignrec_jax.training import reporting
-from launch import multihost
+from launch import cli, multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/ml100k.py", "Experiment config.", lock_config=True
@@ -49,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
+  app.run(cli.exit_on_user_error(main), flags_parser=cli.parse_flags)

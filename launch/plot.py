@@ -5,7 +5,8 @@ python -m launch.plot --workdir=runs/default        # writes runs/default/curves
 
 from absl import app, flags
 
-from alignrec_jax.training import plotting, reporting
+from alignrec_jax.training import plotting
+from launch import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "PNG path (default WORKDIR/curves.png).")
@@ -17,4 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
+  app.run(cli.exit_on_user_error(main), flags_parser=cli.parse_flags)

@@ -17,7 +17,7 @@ from absl import app, flags
 
 from alignrec_jax.data import load_mmrec
 from alignrec_jax.data.prepare import movielens
-from alignrec_jax.training import reporting
+from launch import cli
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
+  app.run(cli.exit_on_user_error(main), flags_parser=cli.parse_flags)

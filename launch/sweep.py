@@ -18,7 +18,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alignrec_jax.experiments import sweep
+from alignrec_jax.experiments.inputs import feature_inputs
 from alignrec_jax.training import reporting
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's folder.", required=True)
@@ -55,9 +57,7 @@ def main(argv):
   del argv
   reporting.show_progress()
   config, workdir = _CONFIG.value, _WORKDIR.value
-  inputs = sweep.feature_inputs(
-    config, workdir, _INPUTS.value, stage1_features=_STAGE1_FEATURES.value
-  )
+  inputs = feature_inputs(config, workdir, _INPUTS.value, stage1_features=_STAGE1_FEATURES.value)
   result = sweep.run_sweep(
     config,
     workdir,
@@ -74,4 +74,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(reporting.exit_on_user_error(main), flags_parser=reporting.parse_flags)
+  app.run(cli.exit_on_user_error(main), flags_parser=cli.parse_flags)

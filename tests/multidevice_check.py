@@ -20,7 +20,7 @@ from alignrec_jax.evaluation.index import make_eval_data
 from alignrec_jax.evaluation.ranking import METHODS, evaluate
 from alignrec_jax.propagation import PartitionedOperator, SparseOperator, lightgcn, propagate
 from alignrec_jax.serving import load_run
-from alignrec_jax.training import stage1, stage2
+from alignrec_jax.training import stage1, stage2, stage2_setup
 from alignrec_jax.training.parallel import make_parallel
 from configs import test as test_config
 
@@ -37,8 +37,8 @@ def main(root: str) -> None:
     run = load_run(f"{root}/stage2_{count}", "latest")
     np.save(f"{root}/users_{count}.npy", run.user_embeddings)
     out["stage2"][count] = summary["test"]
-    folder = stage2.dataset_folder(config.data, f"{root}/stage2_{count}")
-    num_items = stage2.load_dataset(config.data, f"{root}/stage2_{count}").num_items
+    folder = stage2_setup.dataset_folder(config.data, f"{root}/stage2_{count}")
+    num_items = stage2_setup.load_dataset(config.data, f"{root}/stage2_{count}").num_items
     loaded = content_lib.load_content(
       folder,
       config.stage1.data.modalities,
@@ -99,7 +99,7 @@ def _epochs_keep_their_layout(workdir: str) -> bool:
     config.parallel.num_devices = 2
     config.parallel.shard_tables = shard_tables
     config.data.cache_dir = f"{workdir}/data"
-    exp = stage2.build_experiment(config, workdir)
+    exp = stage2_setup.build_experiment(config, workdir)
     recommender = stage2.build_recommender(config, exp)
     state = recommender.init_state(jax.random.key(0), exp.train_data)
     key = jax.random.key(1)
@@ -115,7 +115,7 @@ def _table_rows_per_device(workdir: str) -> dict[str, list[int]]:
   config.parallel.num_devices = 4
   config.parallel.shard_tables = True
   config.data.cache_dir = f"{workdir}/data"
-  exp = stage2.build_experiment(config, workdir)
+  exp = stage2_setup.build_experiment(config, workdir)
   state = stage2.build_recommender(config, exp).init_state(jax.random.key(0), exp.train_data)
   return {
     jax.tree_util.keystr(path): [leaf.shape[0], leaf.addressable_shards[0].data.shape[0]]

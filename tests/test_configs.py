@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from alignrec_jax.experiments import pipeline
-from alignrec_jax.training import stage1, stage2
+from alignrec_jax.training import stage1, stage2, stage2_setup
 
 CONFIGS = sorted(
   p.stem
@@ -56,5 +56,5 @@ def test_stage1_modalities_pair_with_feature_files():
 def test_shared_dataset_configs_load(name, shared_data, tmp_path):
   config = _config(name)
   assert pathlib.Path(config.data.path).parent == shared_data
-  dataset = stage2.load_dataset(config.data, str(tmp_path))
+  dataset = stage2_setup.load_dataset(config.data, str(tmp_path))
   assert len(dataset.train) > 0 and dataset.num_items > 0

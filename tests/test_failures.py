@@ -15,27 +15,18 @@ import sys
 import time
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from alignrec_jax import files
-from alignrec_jax.errors import ConfigError, WorkdirError
+from alignrec_jax.errors import WorkdirError
 from alignrec_jax.experiments import runs
-from alignrec_jax.training import checkpoint, loop, reporting, stage2
+from alignrec_jax.training import checkpoint, loop, record, reporting, stage2
 from configs import test as test_config
+from launch import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# The tiny config's data on the command line (launch.train reads configs/default.py).
-TINY_FLAGS = [
-  "--config.data.synthetic.num_users=120",
-  "--config.data.synthetic.num_items=80",
-  "--config.data.synthetic.mean_user_interactions=12",
-  "--config.data.synthetic.modality_dims=(('image_feat',24),('text_feat',16))",
-  "--config.train.batch_size=256",
-  "--config.eval.chunk_size=64",
-]
 
 
 def _launch(*flags, module="launch.train", check_code=None, **kwargs):
@@ -131,6 +122,25 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path, flag, message):
   assert not os.listdir(tmp_path), "nothing is read or written for a bad config"
 
 
+def test_a_misspelt_field_in_a_config_file_is_one_line_before_any_data_is_read(tmp_path):
+  """A config file builds its groups unlocked, so a typo there adds a field: refused as a field
+  nothing reads, exit 2, with nothing read or written."""
+  config_file = tmp_path / "mine.py"
+  config_file.write_text(
+    "from configs import test\n\n\ndef get_config():\n"
+    "  config = test.get_config()\n"
+    "  config.model.alignrec.loss.cl_wieght = 0.1\n"
+    "  return config\n"
+  )
+  workdir = tmp_path / "run"
+  result = _launch(f"--config={config_file}", f"--workdir={workdir}", check_code=2)
+  assert result.stderr.strip().splitlines() == [
+    "error: config.model.alignrec.loss: unknown field(s) cl_wieght (its fields are cl_weight, "
+    "l2_weight, sim_weight, temperature, uia_weight)"
+  ]
+  assert not workdir.exists()
+
+
 def _mmrec_folder(folder: pathlib.Path, inter: str, features: dict) -> None:
   folder.mkdir()
   (folder / "mine.inter").write_text(inter)
@@ -183,7 +193,7 @@ def test_every_kind_of_bad_data_is_exit_3_naming_the_file(tmp_path, capsys, case
   config = _config()
   config.data.name, config.data.path = "mine", str(tmp_path / "data")
   config.data.features = ("f.npy",)
-  main = reporting.exit_on_user_error(
+  main = cli.exit_on_user_error(
     lambda argv: stage2.train_and_evaluate(config, str(tmp_path / "run"))
   )
   with pytest.raises(SystemExit) as info:
@@ -194,38 +204,9 @@ def test_every_kind_of_bad_data_is_exit_3_naming_the_file(tmp_path, capsys, case
   assert not (tmp_path / "run").exists()
 
 
-def test_the_user_errors_map_to_exit_codes(capsys, monkeypatch):
-  def main(error):
-    def run(argv):
-      raise error
-
-    return reporting.exit_on_user_error(run)
-
-  cases = [
-    (ConfigError("c"), 2),
-    (WorkdirError("w"), 4),
-    (loop.TrainingDiverged("d"), 6),
-    (OSError(errno.ENOSPC, "No space left on device", "/x/metrics.jsonl"), 7),
-    (KeyboardInterrupt(), 130),
-  ]
-  for error, code in cases:
-    with pytest.raises(SystemExit) as info:
-      main(error)([])
-    assert info.value.code == code
-  err = capsys.readouterr().err
-  assert "no space left on device writing /x/metrics.jsonl" in err and "Traceback" not in err
-  with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
-    main(ZeroDivisionError())([])
-  monkeypatch.setenv(reporting.TRACEBACK_ENV, "1")
-  with pytest.raises(ConfigError):  # ALIGNREC_TRACEBACK=1: the traceback, for bug reports
-    main(ConfigError("c"))([])
-
-
 def test_a_second_run_on_a_busy_workdir_stops_at_once_naming_the_holder(tmp_path):
   with files.WorkdirLock(tmp_path):
-    result = _launch(
-      "--config=configs/default.py", f"--workdir={tmp_path}", *TINY_FLAGS, check_code=4
-    )
+    result = _launch("--config=configs/test.py", f"--workdir={tmp_path}", check_code=4)
   assert f"is in use by process {os.getpid()}" in _last_line(result)
   with files.WorkdirLock(tmp_path), files.WorkdirLock(tmp_path):  # nests within a process
     pass
@@ -237,10 +218,8 @@ def test_sigint_stops_after_the_epoch_and_the_rerun_resumes(tmp_path, reference)
     sys.executable,
     "-m",
     "launch.train",
-    "--config=configs/default.py",
+    "--config=configs/test.py",
     f"--workdir={workdir}",
-    "--config.train.max_epochs=3",
-    *TINY_FLAGS,
   ]
   proc = subprocess.Popen(
     cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -268,10 +247,8 @@ def test_a_corrupt_newest_checkpoint_falls_back_quietly(tmp_path, reference):
     if path.is_file() and path.stat().st_size > 100:
       path.write_bytes(path.read_bytes()[:20])  # cut short, as a full disk leaves it
   result = _launch(
-    "--config=configs/default.py",
+    "--config=configs/test.py",
     f"--workdir={workdir}",
-    "--config.train.max_epochs=3",
-    *TINY_FLAGS,
     check_code=0,
   )
   assert "the checkpoint of epoch 1" in result.stderr and "cannot be read" in result.stderr
@@ -413,10 +390,10 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, caps
     real(self, epoch, state, meta)
 
   monkeypatch.setattr(checkpoint.Checkpointer, "save", full)
-  main = reporting.exit_on_user_error(lambda argv: stage2.train_and_evaluate(_config(), workdir))
+  main = cli.exit_on_user_error(lambda argv: stage2.train_and_evaluate(_config(), workdir))
   with pytest.raises(SystemExit) as info:
     main([])
-  assert info.value.code == reporting.DISK_FULL_EXIT
+  assert info.value.code == cli.DISK_FULL_EXIT
   assert "no space left on device" in capsys.readouterr().err
   monkeypatch.setattr(checkpoint.Checkpointer, "save", real)
   stage2.train_and_evaluate(_config(), workdir)
@@ -424,43 +401,19 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, caps
 
 
 def test_a_growing_loss_is_warned_about(caplog):
-  first = loop._warn_on_growth("stage 2", 0, 0.5, None)
-  assert first == (0, 0.5)
-  assert loop._warn_on_growth("stage 2", 1, 400.0, first) == first
+  tracker = loop._Tracker(run=None, stopping=None, label="stage 2")
+  loop._warn_on_growth(tracker, 0, 0.5)
+  assert tracker.first_loss == (0, 0.5)
+  loop._warn_on_growth(tracker, 1, 400.0)
   assert "grew" not in caplog.text
-  warned = loop._warn_on_growth("stage 2", 2, 600.0, first)
+  loop._warn_on_growth(tracker, 2, 600.0)
   assert "the loss grew from 0.5 (epoch 0) to 600 (epoch 2)" in caplog.text
-  assert loop._warn_on_growth("stage 2", 3, 1e9, warned) == warned  # once
+  loop._warn_on_growth(tracker, 3, 1e9)
+  assert caplog.text.count("grew") == 1  # once
 
 
-def test_a_field_added_since_a_run_started_reads_as_its_earlier_behaviour(tmp_path):
-  task = loop.Task(
-    name="stage 2",
-    init_state=None,
-    train_epoch=None,
-    data=None,
-    examples_per_epoch=0,
-    added_fields=stage2.ADDED_FIELDS,
-  )
-  config = _config()
-  saved = json.loads(config.to_json())
-  del saved["train"]["in_batch_groups"]  # written before the field existed
-  assert loop.config_changes(task, json.dumps(saved), config.to_json()) == []
-  config.train.in_batch_groups = 2
-  assert loop.config_changes(task, json.dumps(saved), config.to_json()) == [
-    "train.in_batch_groups: 0 -> 2"
-  ]
-  # A finished run's summary from before the field is read back as finished (a sweep or a
-  # comparison does not train it again), unless the field now asks for something else.
-  config.train.in_batch_groups = 0
-  (tmp_path / "summary.json").write_text(json.dumps({"config": saved, "epochs_run": 1}))
-  assert runs.finished(config, str(tmp_path)) is not None
-  config.train.in_batch_groups = 2
-  assert runs.finished(config, str(tmp_path)) is None
-  # Code that reads the new fields (load_run, to export) runs the old run with the old values.
-  for field in stage2.ADDED_FIELDS:
-    group, name = field.split(".")
-    saved[group].pop(name, None)
-  filled = ml_collections.ConfigDict(loop.fill_added_fields(saved, stage2.ADDED_FIELDS))
-  stage2.check_config(filled)
-  assert json.loads(filled.to_json()) == json.loads(_config().to_json())
+def test_a_summary_of_an_older_format_is_refused_in_one_line(tmp_path):
+  (tmp_path / record.SUMMARY_FILE).write_text(json.dumps({"config": {}, "epochs_run": 1}))
+  with pytest.raises(WorkdirError, match="workdir format 1 .*use a new --workdir") as info:
+    runs.finished(_config(), str(tmp_path))
+  assert "\n" not in str(info.value)

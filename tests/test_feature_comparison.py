@@ -8,8 +8,8 @@ import pytest
 
 from alignrec_jax.data import content
 from alignrec_jax.errors import ConfigError, WorkdirError
-from alignrec_jax.experiments import feature_comparison
-from alignrec_jax.training import stage1, stage2
+from alignrec_jax.experiments import feature_comparison, inputs
+from alignrec_jax.training import stage1, stage2, stage2_setup
 from configs import test as test_config
 
 
@@ -19,8 +19,8 @@ def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch
   monkeypatch.chdir(tmp_path)
   workdir = "run"  # relative, as users type it: feature paths must not resolve in the data folder
   root = tmp_path / workdir
-  folder = stage2.dataset_folder(config.data, workdir)
-  num_items = stage2.load_dataset(config.data, workdir).num_items
+  folder = stage2_setup.dataset_folder(config.data, workdir)
+  num_items = stage2_setup.load_dataset(config.data, workdir).num_items
   features = stage1.run_stage1(
     config.stage1, folder, workdir, num_items=num_items, seed=config.seed
   )
@@ -63,8 +63,8 @@ def test_modalities_must_pair_up_with_feature_files():
   config = test_config.get_config()
   config.data.features = ("image_feat.npy",)
   with pytest.raises(ConfigError, match="pair up one to one"):
-    feature_comparison.paired_modalities(config)
-  assert feature_comparison.paired_modalities(test_config.get_config()) == [
+    inputs.paired_modalities(config)
+  assert inputs.paired_modalities(test_config.get_config()) == [
     ("image_feat.npy", "image"),
     ("text_feat.npy", "text"),
   ]

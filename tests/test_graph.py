@@ -187,14 +187,14 @@ def test_knn_search_rejects_unknown_methods_and_probes():
 
 def test_the_config_switches_the_models_item_graph_to_the_ivf_search(tmp_path):
   from alignrec_jax.errors import ConfigError
-  from alignrec_jax.training import stage2
+  from alignrec_jax.training import stage2, stage2_setup
   from configs import test as test_config
 
   config = test_config.get_config()
   config.data.cache_dir = str(tmp_path / "data")
   config.model.knn_search = "ivf"
   config.model.knn_probes = 2
-  exp = stage2.build_experiment(config, str(tmp_path))
+  exp = stage2_setup.build_experiment(config, str(tmp_path))
   knn = exp.train_data.graphs.item_knn.graph
   k = config.model.alignrec.knn_k
   assert len(knn.edges) == exp.dataset.num_items * k

@@ -1,9 +1,9 @@
 """The package's architecture: imports point one way, down the layers, and every folder says
 what it is for.
 
-  errors, files, normalize  <-  text  <-  data  <-  graph, propagation, sampling  <-  models
-  <-  objectives, evaluation  <-  training  <-  experiments, serving  <-  launch/ (outside the
-  package)
+  errors, schema, files, downloads, normalize  <-  text  <-  data  <-  graph, propagation,
+  sampling  <-  objectives  <-  models  <-  evaluation  <-  training  <-  serving  <-  experiments
+  <-  launch/ (outside the package)
 
 A module may import modules of its own layer or of layers below it, never above; imports inside
 functions count too (they are found by walking the whole syntax tree).
@@ -16,14 +16,16 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "alignrec_jax"
 LAYERS = (
-  ("errors", "files", "normalize"),
+  ("errors", "schema", "files", "downloads", "normalize"),
   ("text",),
   ("data",),
   ("graph", "propagation", "sampling"),
+  ("objectives",),
   ("models",),
-  ("objectives", "evaluation"),
+  ("evaluation",),
   ("training",),
-  ("experiments", "serving"),
+  ("serving",),
+  ("experiments",),
 )
 LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
@@ -102,3 +104,9 @@ def test_the_check_sees_every_form_of_import():
     (4, "data"),
     (5, "configs"),
   ]
+
+
+def test_serving_sits_below_the_experiments():
+  """Serving loads a run through the run record; the experiments load runs through serving:
+  one layer each, so that neither can import the other back."""
+  assert LAYER["serving"] < LAYER["experiments"]

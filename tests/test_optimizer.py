@@ -65,8 +65,8 @@ def test_schedules_are_functions_of_the_step():
     ("lr", -1.0, "expected a number > 0, got -1.0"),
     ("weight_decay", 0.1, "needs name 'adamw'"),
     ("warmup_epochs", 2, "no effect with schedule 'epoch_decay'"),
-    ("name", "sgd", "'sgd' is not one of adam, adamw"),
-    ("schedule", "linear", "'linear' is not one of"),
+    ("name", "sgd", "expected one of adam, adamw, got 'sgd'"),
+    ("schedule", "linear", "expected one of epoch_decay, warmup_cosine, constant, got 'linear'"),
   ],
 )
 def test_bad_settings_name_the_field(field, value, message):

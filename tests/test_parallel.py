@@ -143,3 +143,44 @@ def test_in_batch_groups_that_cannot_apply_are_config_errors(model, groups, mess
   config.train.in_batch_groups = groups
   with pytest.raises(ConfigError, match=message):
     stage2.check_config(config)
+
+
+# The row tables each model declares (`ModelSpec.tables`, under "net"), and the fine-tuned
+# feature table F where the model fine-tunes it: exactly what shard_tables splits by rows.
+SHARDED = {
+  "alignrec": {("net", "ids", "embedding"), ("features",)},
+  "bm3": {("net", "ids", "embedding"), ("features",)},
+  "bpr": {("net", "embedding")},
+  "freedom": {("net", "ids", "embedding"), ("features",)},
+  "lightgcn": {("net", "ids", "embedding")},
+  "mgcn": {("net", "ids", "embedding"), ("features",)},
+  "vbpr": {("net", "user_embedding"), ("net", "item_embedding")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARDED))
+def test_shard_tables_pads_exactly_the_paths_each_model_declares(tmp_path, name):
+  import jax
+
+  from alignrec_jax.training import stage2_setup
+  from alignrec_jax.training.parallel import TABLE_ROW_QUANTUM, is_table
+
+  config = test_config.get_config()
+  config.model.name = name
+  config.parallel.shard_tables = True
+  config.model[name].embed_dim = 4
+  exp = stage2_setup.build_experiment(config, str(tmp_path))
+  recommender = stage2.build_recommender(config, exp)
+  assert recommender.tables == SHARDED[name]
+  state = jax.eval_shape(recommender.init_state, jax.random.key(0), exp.train_data)
+  padded = {
+    jax.tree_util.keystr(path)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+    if leaf.ndim == 2 and leaf.shape[0] == TABLE_ROW_QUANTUM
+  }
+  tables = {
+    jax.tree_util.keystr(path)
+    for path, _ in jax.tree_util.tree_leaves_with_path(state)
+    if is_table(path, recommender.tables)
+  }
+  assert padded == tables and len(tables) == 3 * len(SHARDED[name])  # each, its mu and nu

@@ -3,10 +3,11 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from alignrec_jax.errors import ConfigError
-from alignrec_jax.experiments import pipeline
+from alignrec_jax.experiments import pipeline, runs
 from alignrec_jax.serving import load_run
 from alignrec_jax.training import stage1
 from configs import test as test_config
@@ -93,3 +94,20 @@ def test_an_unknown_stage1_output_is_refused():
     ConfigError, match="config.stage1.model.output: expected one of cls, anchored"
   ):
     stage1.check_config(config.stage1)
+
+
+def test_stage2_starts_over_only_when_its_features_change(tmp_path):
+  features = tmp_path / "f.npy"
+  np.save(features, np.random.default_rng(0).normal(size=(80, 4)).astype(np.float32))
+  config = test_config.get_config()
+  config.train.max_epochs = 1
+  config.data.cache_dir = str(tmp_path / "data")
+  config.data.features = (str(features),)
+  run = tmp_path / "stage2"
+  runs.stage2(config, str(run))
+  pipeline.start_over_on_other_inputs(config, str(run))  # the same contents: kept
+  assert runs.finished(config, str(run)) is not None
+  np.save(features, np.random.default_rng(1).normal(size=(80, 4)).astype(np.float32))
+  assert runs.finished(config, str(run)) is None  # a run's identity holds its inputs' contents
+  pipeline.start_over_on_other_inputs(config, str(run))  # new contents: emptied
+  assert not run.exists()

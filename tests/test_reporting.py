@@ -7,7 +7,6 @@ import os
 import pytest
 
 import alignrec_jax
-from alignrec_jax.errors import ConfigError
 from alignrec_jax.training import reporting
 
 _PACKAGE = os.path.dirname(os.path.abspath(alignrec_jax.__file__))
@@ -80,21 +79,3 @@ def test_empty_run_is_an_error(tmp_path):
   (tmp_path / reporting.METRICS_FILE).write_text("")
   with pytest.raises(ValueError, match="no epochs"):
     reporting.read_metrics(str(tmp_path))
-
-
-def test_exit_on_user_error(capsys):
-  def main(argv):
-    if argv == ["bad"]:
-      raise ConfigError("config.train.batch_size: must be >= 1")
-    if argv == ["bug"]:
-      raise KeyError("a bug")
-    return "done"
-
-  wrapped = reporting.exit_on_user_error(main)
-  assert wrapped(["ok"]) == "done"
-  with pytest.raises(SystemExit) as exit_info:
-    wrapped(["bad"])
-  assert exit_info.value.code == 2  # ConfigError.exit_code
-  assert capsys.readouterr().err == "error: config.train.batch_size: must be >= 1\n"
-  with pytest.raises(KeyError):  # not the user's fault: the traceback stays
-    wrapped(["bug"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from alignrec_jax.errors import ConfigError
-from alignrec_jax.experiments import search, sweep
+from alignrec_jax.experiments import search
 from configs import test as test_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_space_entries_parse_and_bad_ones_name_themselves():
 
 
 def _fake_train_runs(log):
-  """sweep.train_runs without training: a trial's validation Recall@20 is its lr x 100 (higher
+  """runs.train_runs without training: a trial's validation Recall@20 is its lr x 100 (higher
   is better), the same at every epoch; epochs_run is the budget."""
 
   def train_runs(runs_list, base, root, *, parallel=1):
@@ -65,7 +65,7 @@ def test_grid_search_prunes_below_median_trials_at_rungs_and_chooses_on_validati
   tmp_path, monkeypatch
 ):
   log = []
-  monkeypatch.setattr(sweep, "train_runs", _fake_train_runs(log))
+  monkeypatch.setattr(search, "train_runs", _fake_train_runs(log))
   config = test_config.get_config()
   config.train.max_epochs = 50
   result = search.run_search(
@@ -104,7 +104,7 @@ def test_grid_search_prunes_below_median_trials_at_rungs_and_chooses_on_validati
 def test_random_and_tpe_samplers_propose_in_range_and_the_best_on_validation_wins(
   tmp_path, monkeypatch
 ):
-  monkeypatch.setattr(sweep, "train_runs", _fake_train_runs([]))
+  monkeypatch.setattr(search, "train_runs", _fake_train_runs([]))
   config = test_config.get_config()
   for sampler in ("random", "tpe"):
     result = search.run_search(
@@ -150,7 +150,7 @@ def test_search_launcher_end_to_end(tmp_path):
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_a_setting_is_never_trained_twice(tmp_path, monkeypatch, sampler):
   log = []
-  monkeypatch.setattr(sweep, "train_runs", _fake_train_runs(log))
+  monkeypatch.setattr(search, "train_runs", _fake_train_runs(log))
   result = search.run_search(
     test_config.get_config(),
     str(tmp_path),

@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alignrec_jax import models
 from alignrec_jax.data import ids as ids_lib
 from alignrec_jax.errors import DataError
 from alignrec_jax.evaluation import evaluate
-from alignrec_jax.objectives import stage2 as objectives
 from alignrec_jax.serving import QueryError, export, load_run
 from alignrec_jax.training import epoch as epoch_lib
-from alignrec_jax.training import reporting, stage2
+from alignrec_jax.training import reporting, stage2, stage2_setup
 from configs import test as test_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_the_best_checkpoint_outlives_the_early_stop(stopped_run):
   # The best parameters give the metrics the run reported for that epoch, exactly.
   run = load_run(workdir)
   assert run.epoch == best
-  exp = stage2.build_experiment(run.config, workdir)
+  exp = stage2_setup.build_experiment(run.config, workdir)
   results = evaluate(
     jnp.asarray(run.user_embeddings),
     jnp.asarray(run.item_embeddings),
@@ -100,7 +100,7 @@ def test_export_reproduces_the_metrics_and_the_ranking(tmp_path, stopped_run):
   users = np.load(tmp_path / "user_embeddings.npy")
   items = np.load(tmp_path / "item_embeddings.npy")
   assert users.dtype == items.dtype == np.float32
-  exp = stage2.build_experiment(run.config, workdir)
+  exp = stage2_setup.build_experiment(run.config, workdir)
   assert evaluate(jnp.asarray(users), jnp.asarray(items), exp.eval_data)["test"] == summary["test"]
   # The table against a NumPy argsort with training items masked, ties to the lower id.
   lines = (tmp_path / "topk.tsv").read_text().splitlines()
@@ -168,8 +168,8 @@ def test_the_dataset_own_ids_round_trip(tmp_path):
   config.data.cache_dir = str(tmp_path / "data")
   workdir = str(tmp_path / "run")
   stage2.train_and_evaluate(config, workdir)
-  folder = stage2.dataset_folder(config.data, workdir)
-  dataset = stage2.load_dataset(config.data, workdir)
+  folder = stage2_setup.dataset_folder(config.data, workdir)
+  dataset = stage2_setup.load_dataset(config.data, workdir)
   _with_id_maps(pathlib.Path(folder), dataset.num_users, dataset.num_items)
   run = load_run(workdir)
   assert run.users.name == "user_id" and run.items.name == "asin"
@@ -291,13 +291,13 @@ def test_the_epoch_calls_progress_once_a_step():
   assert float(plain(jnp.float32(0), data, jax.random.key(0))[0]) == float(total)
 
 
-@pytest.mark.parametrize("name", sorted(set(objectives.MODELS) - {"alignrec"}))  # AlignRec: above
+@pytest.mark.parametrize("name", sorted(set(models.names()) - {"alignrec"}))  # AlignRec: above
 def test_every_model_of_the_registry_loads_and_recommends(tmp_path, name):
   config = _config(max_epochs=1)
   config.model.name = name
   summary = stage2.train_and_evaluate(config, str(tmp_path))
   run = load_run(str(tmp_path))
-  exp = stage2.build_experiment(run.config, str(tmp_path))
+  exp = stage2_setup.build_experiment(run.config, str(tmp_path))
   results = evaluate(
     jnp.asarray(run.user_embeddings),
     jnp.asarray(run.item_embeddings),

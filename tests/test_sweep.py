@@ -1,16 +1,13 @@
 """The sweep's grid, selection on validation and aggregation over seeds; the launcher end to end."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from alignrec_jax.errors import ConfigError
 from alignrec_jax.experiments import sweep
 from benchmarks import collect_sweep
 from configs import test as test_config
@@ -48,19 +45,6 @@ def test_runs_have_distinct_folders_and_configs():
   assert config.model.alignrec.trainable_features is False
   assert base.optim.lr == 1e-3 and base.model.alignrec.trainable_features  # base unchanged
   assert runs[2].config(base).optim.lr == 5e-4
-
-
-@pytest.mark.parametrize(
-  "field, text, message",
-  [
-    ("optim.lrate", "1", "no such config field"),
-    ("train.batch_size", "1.5", "'1.5' is not a int"),
-    ("model.alignrec.knn_include_self", "yes", "'yes' is not a bool"),
-  ],
-)
-def test_a_bad_grid_field_or_value_is_a_config_error(field, text, message):
-  with pytest.raises(ConfigError, match=message):
-    sweep.override(test_config.get_config(), field, text)
 
 
 def _summary(valid, test):
@@ -133,18 +117,13 @@ def test_sweep_launcher_end_to_end(tmp_path):
     sys.executable,
     "-m",
     "launch.sweep",
-    "--config=configs/default.py",
+    "--config=configs/test.py",
     f"--workdir={tmp_path}",
     "--inputs=image,raw",
     "--grid=optim.lr=1e-3",
     "--seeds=3",
     "--parallel=2",
-    "--config.data.synthetic.num_users=120",
-    "--config.data.synthetic.num_items=80",
-    "--config.data.synthetic.mean_user_interactions=12",
-    "--config.train.batch_size=256",
     "--config.train.max_epochs=2",
-    "--config.eval.chunk_size=64",
     f"--config.data.cache_dir={tmp_path / 'data'}",
   ]
   first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
@@ -157,27 +136,3 @@ def test_sweep_launcher_end_to_end(tmp_path):
   assert [(r["input"], r["seed"]) for r in records] == [("image", 3), ("raw", 3)]
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
   assert "2 finished already, 0 to go" in again.stderr
-
-
-def dying_worker(config, workdir):
-  """A sweep worker for the test below: seed 2 dies (as if killed); seeds 1 and 3 finish after
-  a moment, so that with two at once one of them is still running when seed 2 dies."""
-  if config.seed == 2:
-    os._exit(9)  # no exception, no cleanup: what the pool sees when the OOM killer strikes
-  time.sleep(1.5)
-  return {"valid": {"recall@20": config.seed / 10}, "test": {"recall@20": 0.0}}
-
-
-@pytest.mark.parametrize("parallel", [1, 2])
-def test_a_worker_that_dies_fails_only_its_own_run(tmp_path, caplog, parallel):
-  caplog.set_level("INFO")
-  base = test_config.get_config()
-  runs_list = [sweep.Run("raw", ("a.npy",), (), seed) for seed in (1, 2, 3)]
-  summaries = sweep.train_runs(
-    runs_list, base, str(tmp_path), parallel=parallel, worker=dying_worker
-  )
-  assert {run.seed: s["valid"]["recall@20"] for run, s in summaries.items()} == {1: 0.1, 3: 0.3}
-  assert caplog.text.count("seed 2 failed (BrokenProcessPool") == 1
-  assert "seed 1 failed" not in caplog.text and "seed 3 failed" not in caplog.text
-  if parallel == 2:  # whichever seed shared the pool seed 2 broke ran again on its own
-    assert "a worker process died and took the pool down" in caplog.text

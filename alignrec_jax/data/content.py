@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignrec_jax import files
+from alignrec_jax import downloads, files, schema
 from alignrec_jax.data import tsv
 from alignrec_jax.data.features import load_item_array
 from alignrec_jax.errors import DataError
@@ -128,6 +128,25 @@ class Content:
   @property
   def num_items(self) -> int:
     return int(next(iter(self.inputs.values())).values.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Stage 1's item content (`config.stage1.data`)."""
+
+  modalities: tuple = schema.field(
+    (("image", "vector", "image_feat.npy"), ("text", "vector", "text_feat.npy")),
+    "(name, kind, file) per modality, the file in the dataset folder; kind sequence (item "
+    "text .tsv, MiniLM token states), categorical (int .npy [I, L], -1 padding) or vector "
+    "(float .npy [I, D])",
+  )
+  text_max_tokens: int = schema.field(
+    64,
+    "MiniLM truncation of item texts",
+    schema.Rule(
+      lambda v: schema.is_int(v) and 3 <= v <= 512, "an integer in 3..512 (MiniLM's positions)"
+    ),
+  )
 
 
 def parse_modalities(entries: Sequence[Sequence[str]]) -> list[tuple[str, str, str]]:
@@ -304,7 +323,7 @@ def load_content(
     text_encoder: a `MiniLMEncoder` to use instead of the pretrained one (tests).
   """
   folder = pathlib.Path(folder)
-  cache = pathlib.Path(cache_dir) if cache_dir else files.cache_dir("token_states")
+  cache = pathlib.Path(cache_dir) if cache_dir else downloads.cache_dir("token_states")
   specs, inputs, lines = [], {}, []
   for name, kind, file in parse_modalities(modalities):
     path = folder / file

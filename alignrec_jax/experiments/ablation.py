@@ -6,7 +6,7 @@ InfoNCE terms, `cl_weight` 0), without the user-item alignment (`uia_weight` 0),
 similarity-preservation term (`sim_weight` 0), with the item features frozen instead of
 fine-tuned (or the reverse, whichever the config does not do), and without stage 1 (stage 2 on
 the raw features). Every variant but the last reads the stage-1 features. The runs are
-`sweep.train_runs` (WORKDIR/runs/INPUT/SETTING/seed_N, one worker process each, resumable,
+`runs.train_runs`' (WORKDIR/runs/INPUT/SETTING/seed_N, one worker process each, resumable,
 read back when finished); the table gives each variant's mean ± std over seeds at its best
 validation epoch, @10 and @20, for all users, for the shortest-history fraction of users
 (`config.eval.short_history_fraction`, reported by every run) and for the authors' cold-user
@@ -29,9 +29,11 @@ from alignrec_jax import files
 from alignrec_jax.data import Dataset, load_mmrec
 from alignrec_jax.errors import ConfigError
 from alignrec_jax.evaluation import EvalData, evaluate, make_eval_data, restrict_heldout
-from alignrec_jax.experiments import sweep
+from alignrec_jax.experiments.inputs import feature_inputs
+from alignrec_jax.experiments.runs import Run, train_runs
 from alignrec_jax.serving.run import load_run
 from alignrec_jax.training import stage2
+from alignrec_jax.training.stage2_setup import dataset_folder
 
 # The authors' cold-user rule: fewer than this many training interactions.
 SPARSE_BELOW = 4
@@ -138,7 +140,7 @@ def run_ablation(
   chosen = pick(config, keys)
   stage2.check_config(config)
   with files.WorkdirLock(workdir):
-    inputs = sweep.feature_inputs(
+    inputs = feature_inputs(
       config,
       workdir,
       sorted({v.input_name for v in chosen}, key=["stage1", "raw"].index),
@@ -146,16 +148,16 @@ def run_ablation(
     )
     shared = dict(shared_folders or {})
 
-    def run_of(v: Variant, seed: int) -> sweep.Run:
+    def run_of(v: Variant, seed: int) -> Run:
       files = tuple(inputs[v.input_name])
       if v.key in shared and not v.overrides:  # the comparison's run of the same settings
-        return sweep.Run(shared[v.key], files, (("model.name", "alignrec"),), seed)
-      return sweep.Run(v.input_name, files, v.overrides, seed)
+        return Run(shared[v.key], files, (("model.name", "alignrec"),), seed)
+      return Run(v.input_name, files, v.overrides, seed)
 
     runs = {(v.key, seed): run_of(v, seed) for v in chosen for seed in seeds}
     root = os.path.join(workdir, "runs")
-    summaries = sweep.train_runs(list(runs.values()), config, root, parallel=parallel)
-    dataset = load_mmrec(stage2.dataset_folder(config.data, workdir))
+    summaries = train_runs(list(runs.values()), config, root, parallel=parallel)
+    dataset = load_mmrec(dataset_folder(config.data, workdir))
     cohort = sparse_users(dataset, sparse_below)
     # One evaluation index for the cohort, shared by every run (they share the dataset).
     cohort_data = (

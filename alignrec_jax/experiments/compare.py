@@ -5,7 +5,7 @@ baselines: lr 1e-3 without decay, the feature files as given, not normalised; Al
 dataset's config says, on the raw features and on the stage-1 features). A model's base config
 is the dataset config, or a config file of its own where one is given (e.g.
 `configs/freedom_lfm2k.py`, which puts lfm2k's audio in MMRec's image slot as the parity runs
-did). Runs are the sweep's (`sweep.train_runs`: WORKDIR/runs/MODEL/SETTING/seed_N, one worker
+did). Runs are `runs.train_runs`' (WORKDIR/runs/MODEL/SETTING/seed_N, one worker
 process each, resumable, read back when finished), selected on validation only (each run's
 best validation epoch; the test split never chooses anything).
 
@@ -30,9 +30,12 @@ from alignrec_jax import files
 from alignrec_jax.data import load_mmrec
 from alignrec_jax.errors import ConfigError
 from alignrec_jax.evaluation.popularity import popularity_buckets, recall_by_bucket
-from alignrec_jax.experiments import ablation, sweep
+from alignrec_jax.experiments import ablation
+from alignrec_jax.experiments.inputs import feature_inputs
+from alignrec_jax.experiments.runs import Run, train_runs
 from alignrec_jax.serving.run import load_run
 from alignrec_jax.training import reporting, stage2
+from alignrec_jax.training.stage2_setup import dataset_folder
 
 RESULT_FILE = "compare.json"
 REPORT_FILE = "report.md"
@@ -94,7 +97,7 @@ def pick(keys: Sequence[str] | None) -> tuple[Entry, ...]:
 def _run(entry: Entry, own_config: bool, inputs: Mapping[str, Sequence[str]], seed: int):
   """The entry's run for `seed` (its overrides apply only to the dataset config)."""
   overrides = (("model.name", entry.model),) + (() if own_config else entry.overrides)
-  return sweep.Run(entry.key, tuple(inputs[entry.input_name]), overrides, seed)
+  return Run(entry.key, tuple(inputs[entry.input_name]), overrides, seed)
 
 
 def run_comparison(
@@ -120,19 +123,19 @@ def run_comparison(
   with files.WorkdirLock(workdir):
     # Stage 1 trains once, on the dataset config; each base's raw files are its own.
     stage1_input = (
-      sweep.feature_inputs(config, workdir, ["stage1"], stage1_features=stage1_features)
+      feature_inputs(config, workdir, ["stage1"], stage1_features=stage1_features)
       if any(e.input_name == "stage1" for e in entries)
       else {}
     )
     root = os.path.join(workdir, "runs")
-    runs: dict[tuple[str, int], sweep.Run] = {}
-    summaries: dict[sweep.Run, dict[str, Any]] = {}
+    runs: dict[tuple[str, int], Run] = {}
+    summaries: dict[Run, dict[str, Any]] = {}
     for e in entries:  # one model's seeds at a time: each model's own base config
-      inputs = {**stage1_input, **sweep.feature_inputs(bases[e.key], workdir, ["raw"])}
+      inputs = {**stage1_input, **feature_inputs(bases[e.key], workdir, ["raw"])}
       for seed in seeds:
         runs[(e.key, seed)] = _run(e, e.key in model_configs, inputs, seed)
       mine = [runs[(e.key, s)] for s in seeds]
-      summaries.update(sweep.train_runs(mine, bases[e.key], root, parallel=parallel))
+      summaries.update(train_runs(mine, bases[e.key], root, parallel=parallel))
     models = []
     for e in entries:
       per_seed = []
@@ -236,7 +239,7 @@ def popularity_recall(
     for r in m["runs"]:
       run = load_run(r["workdir"])
       if buckets is None:
-        dataset = load_mmrec(stage2.dataset_folder(run.config.data, r["workdir"]))
+        dataset = load_mmrec(dataset_folder(run.config.data, r["workdir"]))
         buckets = popularity_buckets(dataset, num_buckets)
         users = np.unique(dataset.test.users)
       top = np.concatenate([items for _, items, _ in run.top_k(users, k)])

@@ -31,24 +31,14 @@ import numpy as np
 from alignrec_jax import files
 from alignrec_jax.data import combine_features
 from alignrec_jax.data import content as content_lib
-from alignrec_jax.errors import ConfigError, WorkdirError
+from alignrec_jax.errors import WorkdirError
 from alignrec_jax.evaluation import evaluate_item_knn
 from alignrec_jax.experiments import runs
-from alignrec_jax.training import reporting, stage1, stage2
+from alignrec_jax.experiments.inputs import paired_modalities
+from alignrec_jax.training import reporting, stage1
+from alignrec_jax.training.stage2_setup import dataset_folder, load_dataset
 
 RESULT_FILE = "feature_quality.json"
-
-
-def paired_modalities(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
-  """(raw feature file, stage-1 modality name) pairs, by position in the config."""
-  feature_files = list(config.data.features)
-  names = [name for name, _, _ in content_lib.parse_modalities(config.stage1.data.modalities)]
-  if len(feature_files) != len(names):
-    raise ConfigError(
-      f"config.data.features {feature_files} and config.stage1.data.modalities "
-      f"{names} must pair up one to one (by position) for the robustness check"
-    )
-  return list(zip(feature_files, names, strict=True))
 
 
 def _stage2(
@@ -103,11 +93,11 @@ def _compare(
   missing: Sequence[str] | None,
   knn_k: int,
 ) -> dict[str, Any]:
-  folder = stage2.dataset_folder(config.data, workdir)
-  dataset = stage2.load_dataset(config.data, workdir)
+  folder = dataset_folder(config.data, workdir)
+  dataset = load_dataset(config.data, workdir)
   raw_files = [os.path.join(folder, f) for f in config.data.features]
   stage1_file = stage1.finished_output(
-    os.path.join(workdir, "stage1"), stage1.settings_record(config.stage1, folder, config.seed)
+    os.path.join(workdir, "stage1"), stage1.run_identity(config.stage1, folder, config.seed)
   )
   if stage1_file is None:
     raise WorkdirError(

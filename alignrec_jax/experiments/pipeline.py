@@ -2,38 +2,68 @@
 
 Stage 1 (WORKDIR/stage1, `training.stage1.run_stage1`) writes item features; stage 2 is then
 trained on them and on each other candidate input of `config.pipeline.candidates` (the raw
-concatenation, a single modality: `sweep.feature_inputs`), and the run with the best validation
+concatenation, a single modality: `inputs.feature_inputs`), and the run with the best validation
 `config.train.select_metric` is the pipeline's result. A small encoder trained from scratch on a
 few thousand items can lose information its raw inputs carry; the selection keeps users from
 paying for that (`config.pipeline.use` names one input to train and use instead).
 
 Folders: WORKDIR/stage2 is the run on stage 1's features, WORKDIR/stage2_<input> the run on
-each other input, each an ordinary `runs.stage2` run; WORKDIR/pipeline.json says which was
-selected, on what and by how much. Everything resumes from its checkpoints (a finished run is
-read back), and a stage-2 run starts over whenever its input features changed.
+each other input, each an ordinary `runs.stage2` run; WORKDIR/pipeline.json
+(`record.write_selection`) says which was selected, on what and by how much. Everything
+resumes from its checkpoints (a finished run is read back), and a stage-2 run starts over
+whenever its input features changed (its identity holds their contents).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
-from alignrec_jax import files
+from alignrec_jax import files, schema
 from alignrec_jax.data import load_mmrec
-from alignrec_jax.errors import ConfigError, check_fields
-from alignrec_jax.experiments import runs, sweep
-from alignrec_jax.training import reporting, stage1, stage2
+from alignrec_jax.experiments import inputs as inputs_lib
+from alignrec_jax.experiments import runs
+from alignrec_jax.training import record, reporting, stage1, stage2
 from alignrec_jax.training.parallel import is_primary, make_parallel
+from alignrec_jax.training.stage2_setup import dataset_folder
 
-RESULT_FILE = "pipeline.json"
-_INPUT_DIGEST = "features.sha256"
-_OLD_INPUT_DIGEST = "stage1_feat.sha256"  # the name before raw inputs ran here too
+
+def _candidates(value: Any) -> bool:
+  return (
+    isinstance(value, list | tuple)
+    and len(value) > 0
+    and all(isinstance(c, str) for c in value)
+    and len(set(value)) == len(value)
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """What launch.pipeline trains stage 2 on, and which run it keeps."""
+
+  candidates: tuple = schema.field(
+    ("stage1", "raw"),
+    "the inputs stage 2 is trained on: stage1 (stage 1's features), raw (data.features "
+    "combined) or a stage-1 modality's paired raw file alone",
+    schema.Rule(
+      _candidates,
+      "a non-empty tuple of distinct input names (raw, stage1 or a stage-1 modality name)",
+    ),
+  )
+  use: str = schema.field(
+    "best",
+    "best: keep the candidate with the best validation train.select_metric; an input name: "
+    "train and use that one only",
+    schema.Rule(lambda v: isinstance(v, str), "'best' or an input name"),
+  )
+
+
+GROUP = schema.group_of(Config)
 
 
 def stage2_dir(workdir: str, input_name: str) -> str:
@@ -43,25 +73,11 @@ def stage2_dir(workdir: str, input_name: str) -> str:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for a bad `config.pipeline` group (before any data is read)."""
-  check_fields(config.pipeline, ("candidates", "use"), path="config.pipeline")
-  candidates = config.pipeline.candidates
-  if (
-    not isinstance(candidates, Sequence)
-    or isinstance(candidates, str)
-    or not candidates
-    or not all(isinstance(c, str) for c in candidates)
-    or len(set(candidates)) != len(candidates)
-  ):
-    raise ConfigError(
-      f"config.pipeline.candidates: expected a non-empty tuple of distinct input names "
-      f"(raw, stage1 or a stage-1 modality name), got {candidates!r}"
-    )
-  sweep.check_input_names(config, candidates, field="config.pipeline.candidates")
-  use = config.pipeline.use
-  if not isinstance(use, str):
-    raise ConfigError(f"config.pipeline.use: expected 'best' or an input name, got {use!r}")
+  schema.check(config.pipeline, GROUP, path="config.pipeline")
+  candidates, use = config.pipeline.candidates, config.pipeline.use
+  inputs_lib.check_input_names(config, candidates, field="config.pipeline.candidates")
   if use != "best":
-    sweep.check_input_names(config, [use], field="config.pipeline.use")
+    inputs_lib.check_input_names(config, [use], field="config.pipeline.use")
 
 
 def inputs_to_train(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -70,36 +86,15 @@ def inputs_to_train(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(config.pipeline.candidates) if use == "best" else (use,)
 
 
-def _digest(paths: Sequence[str]) -> str:
-  """SHA-256 of one file's bytes; of the files' digests in order for several."""
-  digests = []
-  for path in paths:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-    digests.append(digest.hexdigest())
-  if len(digests) == 1:
-    return digests[0]
-  return hashlib.sha256("\n".join(digests).encode()).hexdigest()
-
-
-def prepare_stage2_workdir(directory: str, features: str | Sequence[str]) -> None:
-  """Empties `directory` when its run was trained on other features than `features` (files)."""
-  digest = _digest([features] if isinstance(features, str) else features)
-  record = os.path.join(directory, _INPUT_DIGEST)
-  if os.path.exists(directory):
-    previous = None
-    for name in (_INPUT_DIGEST, _OLD_INPUT_DIGEST):
-      if os.path.exists(os.path.join(directory, name)):
-        with open(os.path.join(directory, name)) as f:
-          previous = f.read().strip()
-        break
-    if previous != digest:
-      reporting.log(f"stage 2: {directory} was trained on other features; starting it over")
-      shutil.rmtree(directory)
-  os.makedirs(directory, exist_ok=True)
-  files.atomic_write(record, digest + "\n")
+def start_over_on_other_inputs(config: ml_collections.ConfigDict, directory: str) -> None:
+  """Empties `directory` when its run was trained on other feature files' contents than
+  `config` names (stage 1 has written new features since)."""
+  stored = record.stored_identity(directory)
+  if stored is None:
+    return
+  if stored.get("inputs") != stage2.run_identity(config, directory)["inputs"]:
+    reporting.log(f"stage 2: {directory} was trained on other features; starting it over")
+    shutil.rmtree(directory)
 
 
 def select(
@@ -185,7 +180,7 @@ def run_pipeline(
   names = inputs_to_train(config)
   if "stage1" in names:
     stage1.check_config(config.stage1)
-  folder = stage2.dataset_folder(config.data, workdir)
+  folder = dataset_folder(config.data, workdir)
   with files.WorkdirLock(workdir):
     stage1_features = None
     if "stage1" in names:
@@ -200,28 +195,18 @@ def run_pipeline(
         allow_config_change=allow_config_change,
         parallel=make_parallel(config.parallel),
       )
-    inputs = sweep.feature_inputs(config, workdir, names, stage1_features=stage1_features)
+    inputs = inputs_lib.feature_inputs(config, workdir, names, stage1_features=stage1_features)
     summaries = {}
     for index, (name, feature_files) in enumerate(inputs.items()):
       directory = stage2_dir(workdir, name)
       if len(inputs) > 1:
         reporting.log(f"pipeline: stage 2 on {name} ({index + 1} of {len(inputs)}): {directory}")
-      prepare_stage2_workdir(directory, feature_files)
       run = config.copy_and_resolve_references()
       run.data.features = tuple(feature_files)
+      start_over_on_other_inputs(run, directory)
       summaries[name] = runs.stage2(run, directory, allow_config_change=allow_config_change)
     result = select(summaries, metric=config.train.select_metric, use=config.pipeline.use)
     if is_primary():
-      files.atomic_write(os.path.join(workdir, RESULT_FILE), json.dumps(result, indent=1))
+      record.write_selection(workdir, result)
     reporting.log(format_selection(result))
     return result
-
-
-def selected_run(workdir: str) -> str | None:
-  """The folder of the stage-2 run a pipeline in `workdir` selected (None: no pipeline.json)."""
-  path = os.path.join(workdir, RESULT_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    result = json.load(f)
-  return os.path.join(workdir, result["candidates"][result["selected"]]["workdir"])

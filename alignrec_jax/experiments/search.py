@@ -2,7 +2,7 @@
 
 The public AlignRec and MMRec pipelines pick the setting whose *test* metric is best; here the
 test split chooses nothing. Each trial is a stage-2 run of the config with the trial's values
-(`sweep.Run`, WORKDIR/runs/search/SETTING/seed_N), trained in waves of `parallel` trials:
+(`runs.Run`, WORKDIR/runs/search/SETTING/seed_N), trained in waves of `parallel` trials:
 
   * samplers: "grid" (every combination of the `choice` dimensions), "random" (`trials` draws,
     seeded) or "tpe" (Optuna's tree-structured Parzen estimator, told each finished wave);
@@ -30,7 +30,7 @@ import numpy as np
 
 from alignrec_jax import files
 from alignrec_jax.errors import AssetError, ConfigError
-from alignrec_jax.experiments import sweep
+from alignrec_jax.experiments.runs import Run, train_runs
 from alignrec_jax.training import reporting, stage2
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -206,7 +206,7 @@ def run_search(
   at_rung: dict[int, list[float]] = {r: [] for r in rungs}
   with files.WorkdirLock(workdir):
     while wave := proposer.propose(parallel):
-      runs = [sweep.Run("search", features, setting, config.seed) for setting in wave]
+      runs = [Run("search", features, setting, config.seed) for setting in wave]
       summaries, pruned_at = _train_wave(runs, config, root, rungs, at_rung, parallel, prune_after)
       for run in runs:
         summary = summaries.get(run)
@@ -231,15 +231,15 @@ def run_search(
 def _train_wave(runs, config, root, rungs, at_rung, parallel, prune_after):
   """Trains a wave of trials rung by rung; returns (run -> its latest summary, run -> the rung
   where it was pruned). `at_rung` (rung -> every trial's value there) grows."""
-  summaries: dict[sweep.Run, dict[str, Any]] = {}
-  pruned_at: dict[sweep.Run, int] = {}
+  summaries: dict[Run, dict[str, Any]] = {}
+  pruned_at: dict[Run, int] = {}
   active = list(runs)
   for budget in [*rungs, config.train.max_epochs]:
     if not active:
       break
     base = config.copy_and_resolve_references()
     base.train.max_epochs = budget
-    summaries.update(sweep.train_runs(active, base, root, parallel=parallel))
+    summaries.update(train_runs(active, base, root, parallel=parallel))
     active = [r for r in active if r in summaries]  # a failed trial drops out, reported
     if budget == config.train.max_epochs:
       break

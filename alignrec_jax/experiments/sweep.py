@@ -2,92 +2,28 @@
 
 The protocol of the paper's comparisons: for each feature input and seed, the hyper-parameter
 setting with the best validation metric is chosen, and its test metrics count; the table gives
-their mean and standard deviation over seeds. Every run is `runs.stage2` in a worker process of
-its own (its output in its folder's log.txt), each in its own folder (RUNS/input/setting/
-seed_N), so a sweep can run several at once, be killed and restarted (finished runs are read
-back, unfinished ones resume), and be extended.
+their mean and standard deviation over seeds. The runs are `runs.train_runs`' (each in a worker
+process and a folder of its own, RUNS/input/setting/seed_N), so a sweep can run several at
+once, be killed and restarted (finished runs are read back, unfinished ones resume), and be
+extended; or, with `vmap`, each input's runs train together in one compiled program.
 """
 
 from __future__ import annotations
 
-import ast
-import concurrent.futures
-import dataclasses
 import itertools
 import json
-import multiprocessing
 import os
 import time
-import traceback
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
 
 from alignrec_jax import files
-from alignrec_jax.data import load_mmrec
 from alignrec_jax.errors import ConfigError
-from alignrec_jax.experiments import feature_comparison, runs
-from alignrec_jax.training import ensemble, loop, reporting, stage1, stage2
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """One stage-2 run of the grid."""
-
-  input_name: str  # the feature input, e.g. "text", "raw", "stage1"
-  features: tuple[str, ...]  # its feature files
-  overrides: tuple[tuple[str, str], ...]  # (config field, value), e.g. ("optim.lr", "0.001")
-  seed: int
-
-  @property
-  def setting(self) -> str:
-    """The hyper-parameter setting as a folder name, e.g. "optim.lr=0.001,train.batch_size=512"."""
-    return ",".join(f"{k}={v}" for k, v in self.overrides) or "default"
-
-  def workdir(self, root: str) -> str:
-    return os.path.join(root, self.input_name, self.setting, f"seed_{self.seed}")
-
-  def config(self, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`base` with this run's seed, feature files and overrides."""
-    config = base.copy_and_resolve_references()
-    config.seed = self.seed
-    config.data.features = tuple(self.features)
-    for field, text in self.overrides:
-      override(config, field, text)
-    return config
-
-
-def override(config: ml_collections.ConfigDict, field: str, text: str) -> None:
-  """Sets the config field `field` ("optim.lr") from `text`, parsed as the field's type.
-
-  Raises:
-    ConfigError: no such field, or a value that is not of its type.
-  """
-  *path, name = field.split(".")
-  group = config
-  try:
-    for part in path:
-      group = group[part]
-    old = group[name]
-  except (KeyError, AttributeError, TypeError):
-    raise ConfigError(f"grid field {field!r}: no such config field") from None
-  try:
-    if isinstance(old, bool):
-      if text.lower() not in ("true", "false"):
-        raise ValueError(text)
-      value = text.lower() == "true"
-    elif isinstance(old, (int, float)):
-      value = type(old)(text) if isinstance(old, float) else int(text)
-    elif isinstance(old, str):
-      value = text
-    else:
-      value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    raise ConfigError(f"grid field {field!r}: {text!r} is not a {type(old).__name__}") from None
-  group[name] = value
+from alignrec_jax.experiments.runs import Run, read_back, train_runs
+from alignrec_jax.training import ensemble, reporting, stage2
 
 
 def parse_grid(entries: Sequence[str]) -> list[tuple[tuple[str, str], ...]]:
@@ -174,72 +110,6 @@ def format_table(
   return "\n".join(lines)
 
 
-def check_input_names(
-  config: ml_collections.ConfigDict, names: Sequence[str], *, field: str
-) -> None:
-  """Raises ConfigError unless every name is an input `feature_inputs` knows (see there).
-
-  Runs before any data is read; `field` names where the names came from, for the message.
-  """
-  unknown = [name for name in names if name not in ("raw", "stage1")]
-  if not unknown:
-    return
-  try:
-    modalities = [name for _, name in feature_comparison.paired_modalities(config)]
-  except ConfigError as e:
-    raise ConfigError(f"{field}: input {unknown[0]!r} needs paired modalities: {e}") from None
-  for name in unknown:
-    if name not in modalities:
-      raise ConfigError(
-        f"{field}: unknown input {name!r}; expected raw, stage1 or one of {modalities}"
-      )
-
-
-def feature_inputs(
-  config: ml_collections.ConfigDict,
-  workdir: str,
-  names: Sequence[str],
-  *,
-  stage1_features: str | None = None,
-) -> dict[str, list[str]]:
-  """Feature files of each named input, absolute.
-
-  Args:
-    config: the experiment config.
-    workdir: the sweep's folder (stage 1 trains under it for input "stage1").
-    names: "raw" (every raw feature file, combined as the config says), "stage1" (the stage-1
-      features) or a stage-1 modality name (its paired raw feature file alone: the config's
-      `data.features` and `stage1.data.modalities` pair by position).
-    stage1_features: the stage-1 feature file to use instead of training stage 1.
-  """
-  check_input_names(config, names, field="inputs")
-  folder = stage2.dataset_folder(config.data, workdir)
-  raw = [os.path.abspath(os.path.join(folder, f)) for f in config.data.features]
-  out = {}
-  for name in names:
-    if name == "raw":
-      out[name] = raw
-    elif name == "stage1":
-      path = stage1_features or stage1.run_stage1(
-        config.stage1, folder, workdir, num_items=load_mmrec(folder).num_items, seed=config.seed
-      )
-      out[name] = [os.path.abspath(path)]
-    else:
-      paired = dict((m, f) for f, m in feature_comparison.paired_modalities(config))
-      out[name] = [os.path.abspath(os.path.join(folder, paired[name]))]
-  return out
-
-
-def _read_back(
-  runs_list: Sequence[Run], base: ml_collections.ConfigDict, root: str
-) -> dict[Run, dict[str, Any]]:
-  return {
-    run: summary
-    for run in runs_list
-    if (summary := runs.finished(run.config(base), run.workdir(root))) is not None
-  }
-
-
 def run_sweep(
   base: ml_collections.ConfigDict,
   workdir: str,
@@ -257,7 +127,7 @@ def run_sweep(
   Args:
     base: the experiment config.
     workdir: runs go to WORKDIR/runs/INPUT/SETTING/seed_N; the result to WORKDIR/sweep.json.
-    inputs: input name -> its feature files (`feature_inputs`).
+    inputs: input name -> its feature files (`inputs.feature_inputs`).
     grid: "FIELD=V1,V2,..." axes of the hyper-parameter grid.
     seeds: the seeds.
     parallel: runs at once, each in a worker process of its own.
@@ -310,8 +180,8 @@ def train_runs_vmapped(
   runs_list: Sequence[Run], base: ml_collections.ConfigDict, root: str
 ) -> dict[Run, dict[str, Any]]:
   """`train_runs`, but each input's unfinished runs train together in this process, vmapped
-  (`training.ensemble`); each run's summary is written to its folder as a run of its own would
-  write it, so it is read back later like any other. The runs may differ in seed and optim.lr.
+  (`training.ensemble`); each run writes its records to its folder as a run of its own would,
+  so it is read back later like any other. The runs may differ in seed and optim.lr.
   """
   for run in runs_list:
     if any(field != "optim.lr" for field, _ in run.overrides):
@@ -320,145 +190,26 @@ def train_runs_vmapped(
         "other fields: drop --vmap for this grid"
       )
     run.config(base)  # a bad value fails here, before anything is trained
-  summaries = _read_back(runs_list, base, root)
+  summaries = read_back(runs_list, base, root)
   groups: dict[str, list[Run]] = {}
   for run in runs_list:
     if run not in summaries:
       groups.setdefault(run.input_name, []).append(run)
   for name, members in groups.items():
-    configs = [run.config(base) for run in members]
     reporting.log(f"sweep: {name}: {len(members)} runs at once (vmapped)")
     results = ensemble.train_members(
-      configs[0],
-      members[0].workdir(root),
-      [c.seed for c in configs],
-      [c.optim.lr for c in configs],
+      [run.config(base) for run in members], [run.workdir(root) for run in members]
     )
-    for run, config, result in zip(members, configs, results, strict=True):
-      if "valid" not in result:  # diverged before its first evaluation
+    for run, summary in zip(members, results, strict=True):
+      if "valid" not in summary:  # diverged before its first evaluation
         reporting.log(
           f"sweep: {run.input_name} {run.setting} seed {run.seed} failed: non-finite loss in "
-          f"epoch {result.get('diverged_at')} (vmapped)"
+          f"epoch {summary.get('diverged_at')} (vmapped)"
         )
         continue
-      summary = {
-        "format": loop.FORMAT_VERSION,
-        "config": json.loads(config.to_json()),
-        "vmapped": True,
-        **result,
-      }
-      os.makedirs(run.workdir(root), exist_ok=True)
-      files.atomic_write(
-        os.path.join(run.workdir(root), loop.SUMMARY_FILE), json.dumps(summary, indent=1)
-      )
       summaries[run] = summary
       reporting.log(
         f"sweep: finished {run.input_name} {run.setting} seed {run.seed}: valid "
         f"recall@20 {summary['valid']['recall@20']:.4f} (vmapped)"
       )
   return summaries
-
-
-def train_runs(
-  runs_list: Sequence[Run],
-  base: ml_collections.ConfigDict,
-  root: str,
-  *,
-  parallel: int = 1,
-  time_budget: float = 0.0,
-  max_new_runs: int = -1,
-  worker: Callable[[ml_collections.ConfigDict, str], dict[str, Any]] = runs.stage2_in_subprocess,
-) -> dict[Run, dict[str, Any]]:
-  """Trains the runs not finished yet, `parallel` at once; returns every finished run's summary.
-
-  Each run trains in ROOT/input/setting/seed_N in a worker process of its own (`worker(config,
-  workdir)`, a module-level function); a run that fails is reported and left out, and a worker
-  that dies outright (killed, out of memory) fails its own run only. The other arguments after
-  `root` are `run_sweep`'s.
-  """
-  os.makedirs(root, exist_ok=True)
-  for run in runs_list:
-    run.config(base)  # a bad field fails here, before anything is trained
-  summaries = _read_back(runs_list, base, root)
-  todo = [r for r in runs_list if r not in summaries]
-  if max_new_runs >= 0:
-    todo = todo[:max_new_runs]
-  reporting.log(
-    f"sweep: {len(runs_list)} runs, {len(summaries)} finished already, "
-    f"{len(todo)} to go, {parallel} at once"
-  )
-  start = time.monotonic()
-  deadline = start + time_budget if time_budget else None
-  while todo:
-    suspects, todo = _train_in_pool(todo, base, root, worker, parallel, deadline, summaries)
-    # A worker that dies (killed, out of memory) takes the pool down with every run in it; so
-    # each run that was in a broken pool with others runs again alone (resuming from its last
-    # checkpoint), where a death names its run. One that dies alone has failed.
-    for run, error in suspects:
-      if parallel == 1:
-        _report_failure(run, error, root)
-        continue
-      reporting.log(
-        f"sweep: {run.input_name} {run.setting} seed {run.seed}: a worker process died and "
-        "took the pool down; running it again on its own"
-      )
-      for culprit, alone_error in _train_in_pool([run], base, root, worker, 1, None, summaries)[0]:
-        _report_failure(culprit, alone_error, root)
-  return summaries
-
-
-def _train_in_pool(
-  todo, base, root, worker, parallel, deadline, summaries
-) -> tuple[list[tuple[Run, Exception]], list[Run]]:
-  """Trains `todo` in one process pool, filling `summaries`. Returns the runs (and errors) a
-  broken pool took down and the runs not started because it broke."""
-  crashed: list[tuple[Run, Exception]] = []
-  # A fresh process per run ("spawn", one task each): no JAX state or memory carries over, and
-  # a run that raises takes only itself down.
-  with concurrent.futures.ProcessPoolExecutor(
-    parallel, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
-  ) as pool:
-    pending: dict[concurrent.futures.Future, Run] = {}
-    for index, run in enumerate(todo):
-      if len(pending) >= parallel:  # wait for a free slot
-        done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-        crashed += _collect(done, pending, summaries, root)
-      if deadline is not None and time.monotonic() > deadline:
-        reporting.log(f"sweep: time budget spent; {len(todo) - index} runs not started")
-        break
-      if crashed:  # the pool is broken: the rest starts in the next one
-        crashed += _collect(concurrent.futures.wait(pending).done, pending, summaries, root)
-        return crashed, list(todo[index:])
-      pending[pool.submit(worker, run.config(base), run.workdir(root))] = run
-    crashed += _collect(concurrent.futures.wait(pending).done, pending, summaries, root)
-  return crashed, []
-
-
-def _collect(done, pending: dict, summaries: dict, root: str) -> list[tuple[Run, Exception]]:
-  """Files the finished futures' summaries and reports failures; returns the runs (and
-  errors) that a broken pool took down, for the caller to start again or report."""
-  crashed = []
-  for future in done:
-    run = pending.pop(future)
-    try:
-      summaries[run] = future.result()
-    except BrokenProcessPool as e:
-      crashed.append((run, e))
-      continue
-    except Exception as e:  # a failed run is reported, and the sweep goes on
-      _report_failure(run, e, root)
-      continue
-    reporting.log(
-      f"sweep: finished {run.input_name} {run.setting} seed {run.seed}: valid "
-      f"recall@20 {summaries[run]['valid']['recall@20']:.4f}"
-    )
-  return crashed
-
-
-def _report_failure(run: Run, error: BaseException, root: str) -> None:
-  where = os.path.join(run.workdir(root), "log.txt")
-  reporting.log(
-    f"sweep: {run.input_name} {run.setting} seed {run.seed} failed "
-    f"({type(error).__name__}: {error}); see {where}\n"
-    + "".join(traceback.format_exception_only(error)).strip()
-  )

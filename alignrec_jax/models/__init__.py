@@ -1,18 +1,27 @@
-"""Flax modules: the stage-2 recommenders (AlignRec and the baselines) and the stage-1 encoder."""
+"""Flax models: one file per stage-2 model, registered by name (registry.py); the encoder."""
 
-from alignrec_jax.models.alignrec import AlignRec
-from alignrec_jax.models.common import Embeddings, Graphs
+# Importing a model's file registers it; the order is the registry's (and the listings').
+from alignrec_jax.models import (  # noqa: F401  (imported to register)
+  alignrec,
+  bm3,
+  bpr,
+  freedom,
+  lightgcn,
+  mgcn,
+  vbpr,
+)
+from alignrec_jax.models.common import Batch, Embeddings, Graphs
 from alignrec_jax.models.encoder import CrossModalEncoder
-from alignrec_jax.models.lightgcn import LightGCN
-from alignrec_jax.models.mf import MatrixFactorization
-from alignrec_jax.models.vbpr import VBPR
+from alignrec_jax.models.registry import ModelSpec, build, get, names, register
 
 __all__ = [
-  "VBPR",
-  "AlignRec",
+  "Batch",
   "CrossModalEncoder",
   "Embeddings",
   "Graphs",
-  "LightGCN",
-  "MatrixFactorization",
+  "ModelSpec",
+  "build",
+  "get",
+  "names",
+  "register",
 ]

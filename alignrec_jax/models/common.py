@@ -1,4 +1,5 @@
-"""What the stage-2 models share: the graph operators, their output, PyTorch-equal initialisers.
+"""What the stage-2 models share: the graph operators, their output, the training batch, the
+set-up options several models have, and PyTorch-equal initialisers.
 
 Early-epoch parity with the authors' PyTorch code depends on matching its initialisation:
 embedding tables are Xavier-uniform, Linear layers use PyTorch's default (weight and bias uniform
@@ -14,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from alignrec_jax import schema
+from alignrec_jax.objectives import losses
 from alignrec_jax.propagation import PartitionedOperator, SparseOperator
 
 xavier_uniform = jax.nn.initializers.xavier_uniform()
@@ -102,3 +105,86 @@ class Embeddings:
     if self.content_items is not None:
       items = items + self.content_items
     return users, items
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """B training triples; `mask` is 0 on the padding of the last partial batch."""
+
+  users: jax.Array  # [B] int32
+  pos_items: jax.Array  # [B] int32
+  neg_items: jax.Array  # [B] int32
+  mask: jax.Array  # [B] float32
+  key: jax.Array | None = None  # the step's randomness for an objective that needs some (BM3)
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+  """Whether the item features are fine-tuned."""
+
+  trainable_features: bool = schema.field(
+    True,
+    "fine-tune the item features F as a parameter (the reference's behaviour); False keeps "
+    "the file's F fixed",
+    schema.BOOL,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnGraph:
+  """The item kNN graph's size."""
+
+  knn_k: int = schema.field(
+    10, "neighbours kept per item in the item kNN graph", schema.POSITIVE_INT
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbRegLoss:
+  """The loss weight of MMRec's BPR-MF, VBPR and LightGCN."""
+
+  reg_weight: float = schema.field(
+    1e-4,
+    "weight of MMRec's EmbLoss: the Frobenius norms (not squared) of the batch's layer-0 user, "
+    "positive and negative rows, over the batch's real rows",
+    schema.NONNEGATIVE,
+  )
+
+
+def emb_reg_objective(
+  emb: Embeddings,
+  features: jax.Array | None,
+  batch: Batch,
+  *,
+  weights: EmbRegLoss,
+  batch_size: int,
+  in_batch_groups: int,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MMRec's BPR-MF, VBPR and LightGCN loss: BPRLoss (with its 1e-10) on the final rows plus
+  reg_weight * EmbLoss, the Frobenius norms of the layer-0 rows (`emb.ego`) over B.
+
+  For BPR-MF and VBPR the layer-0 rows are the final ones (no propagation).
+  """
+  del features, batch_size, in_batch_groups  # no content, no in-batch terms; EmbLoss divides by B
+  zu = emb.user_rows(batch.users)
+  zp = emb.item_rows(batch.pos_items)
+  zn = emb.item_rows(batch.neg_items)
+  bpr = losses.bpr(
+    pos_scores=jnp.sum(zu * zp, -1), neg_scores=jnp.sum(zu * zn, -1), mask=batch.mask, eps=1e-10
+  )
+  reg = weights.reg_weight * losses.frobenius_norms(
+    emb.ego[batch.users],
+    emb.ego[emb.num_users + batch.pos_items],
+    emb.ego[emb.num_users + batch.neg_items],
+    mask=batch.mask,
+  )
+  return bpr + reg, {"bpr": bpr, "reg": reg}
+
+
+def embed_dim_field(default: int = 64):
+  return schema.field(default, "the embedding size d", schema.POSITIVE_INT)
+
+
+def ui_layers_field(default: int):
+  return schema.field(default, "LightGCN layers over the user-item graph", schema.NONNEGATIVE_INT)

@@ -1,4 +1,8 @@
-"""LightGCN as MMRec runs it: the baseline behind the reference numbers and AlignRec's ID branch."""
+"""LightGCN as MMRec runs it: the baseline behind the reference numbers and AlignRec's ID branch.
+
+Score(u, i) = z_u . z_i with z the mean of the LightGCN layers over the user-item graph (layer 0
+included); MMRec's BPR loss with its EmbLoss on the layer-0 rows (`common.emb_reg_objective`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alignrec_jax.models.common import Embeddings, Graphs, xavier_uniform
+from alignrec_jax.models import registry
+from alignrec_jax.models.common import (
+  Embeddings,
+  EmbRegLoss,
+  Graphs,
+  emb_reg_objective,
+  embed_dim_field,
+  ui_layers_field,
+  xavier_uniform,
+)
 from alignrec_jax.propagation import lightgcn
 
 
@@ -39,13 +52,17 @@ class IdEmbeddings(nn.Module):
     return ego, lightgcn(graphs.user_item, ego, num_layers=self.num_layers)
 
 
+# The parameter path of IdEmbeddings' table in every model that names it "ids".
+ID_TABLE = ("ids", "embedding")
+
+
 class LightGCN(nn.Module):
-  """Score(u, i) = z_u . z_i with z the mean of the LightGCN layers (layer 0 included)."""
+  """LightGCN: ID embeddings propagated over the user-item graph, no content."""
 
   num_users: int
   num_items: int
-  embed_dim: int = 64
-  num_ui_layers: int = 2
+  embed_dim: int = embed_dim_field()
+  num_ui_layers: int = ui_layers_field(2)
 
   @nn.compact
   def __call__(self, graphs: Graphs, features: jax.Array | None = None) -> Embeddings:
@@ -56,3 +73,14 @@ class LightGCN(nn.Module):
     return Embeddings(
       ego=ego, ids=ids, content_users=None, content_items=None, num_users=self.num_users
     )
+
+
+SPEC = registry.register(
+  registry.ModelSpec(
+    name="lightgcn",
+    module=LightGCN,
+    loss=EmbRegLoss,
+    objective=emb_reg_objective,
+    tables=(ID_TABLE,),
+  )
+)

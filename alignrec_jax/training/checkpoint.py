@@ -9,8 +9,8 @@ The state is restored into an abstract target so optax states come back as the s
 (without a target they come back as plain dicts and lists).
 
 Every checkpoint's metadata carries `FORMAT_VERSION`; a checkpoint of another format (written
-by an earlier version of this package, whose state had another layout) is refused with one
-clear error before its state is read. A checkpoint that cannot be read (a file lost or cut
+by an earlier version of this package) is refused with one clear error before its state is
+read. A checkpoint that cannot be read (a file lost or cut
 short) is moved aside, whole, to CHECKPOINTS.unreadable/, with a warning, and the one before it
 is restored: a damaged newest checkpoint costs the epochs since the previous one, not the run.
 """
@@ -29,8 +29,9 @@ from absl import logging
 
 from alignrec_jax.errors import WorkdirError
 
-# 2: one train loop for both stages (flax TrainState, one optax chain), grouped configs.
-FORMAT_VERSION = 2
+# The workdir format, carried by every checkpoint's metadata and every summary (`record`): 3, a
+# run's identity beside its config, one summary shape for every kind of run.
+FORMAT_VERSION = 3
 
 
 def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:

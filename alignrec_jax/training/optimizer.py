@@ -14,35 +14,51 @@ Schedules are functions of the step count alone, so a resumed run continues exac
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from alignrec_jax.errors import (
-  NONNEGATIVE,
-  NONNEGATIVE_INT,
-  POSITIVE,
-  ConfigError,
-  check_fields,
-  check_values,
-  is_number,
-)
+from alignrec_jax import schema
 
-FIELDS = (
-  "name",
-  "lr",
-  "schedule",
-  "lr_decay",
-  "lr_decay_epochs",
-  "warmup_epochs",
-  "b1",
-  "b2",
-  "eps",
-  "weight_decay",
-  "clip_norm",
-)
 NAMES = ("adam", "adamw")
 SCHEDULES = ("epoch_decay", "warmup_cosine", "constant")
+_UNIT = schema.Rule(lambda v: schema.is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The optimiser (stage 2's defaults: Adam with the reference's per-epoch decay)."""
+
+  name: str = schema.field("adam", "adam, or adamw (decoupled weight decay)", schema.one_of(*NAMES))
+  lr: float = schema.field(1e-3, "the learning rate", schema.POSITIVE)
+  schedule: str = schema.field(
+    "epoch_decay",
+    "epoch_decay (lr * lr_decay ** (epoch / lr_decay_epochs)), warmup_cosine or constant",
+    schema.one_of(*SCHEDULES),
+  )
+  lr_decay: float = schema.field(
+    0.96,
+    "epoch_decay's factor (1.0: no decay)",
+    schema.Rule(lambda v: schema.is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+  )
+  lr_decay_epochs: float = schema.field(
+    50.0, "epoch_decay: epochs over which the rate falls by lr_decay", schema.POSITIVE
+  )
+  warmup_epochs: int = schema.field(
+    0, "warmup_cosine: epochs of linear warm-up from 0", schema.NONNEGATIVE_INT
+  )
+  b1: float = schema.field(0.9, "Adam's first-moment decay", _UNIT)
+  b2: float = schema.field(0.999, "Adam's second-moment decay", _UNIT)
+  eps: float = schema.field(1e-8, "Adam's epsilon", schema.POSITIVE)
+  weight_decay: float = schema.field(0.0, "adamw's decoupled weight decay", schema.NONNEGATIVE)
+  clip_norm: float = schema.field(
+    0.0, "clip the gradients to this global norm (0: no clipping)", schema.NONNEGATIVE
+  )
+
+
+GROUP = schema.group_of(Config)
 # A schedule's parameters that another schedule ignores must keep these values: a warm-up set
 # for the epoch decay would otherwise do nothing, silently.
 _NEUTRAL = {"lr_decay": 1.0, "warmup_epochs": 0}
@@ -50,39 +66,19 @@ _READS = {"epoch_decay": ("lr_decay",), "warmup_cosine": ("warmup_epochs",), "co
 
 
 def check_config(config: ml_collections.ConfigDict, *, path: str) -> None:
-  """Raises ConfigError for an unknown or missing field, name or schedule, or a bad value."""
-  check_fields(config, FIELDS, path=path)
-  unit = (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-  check_values(
-    config,
-    {
-      "lr": POSITIVE,
-      "lr_decay": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-      "lr_decay_epochs": POSITIVE,
-      "warmup_epochs": NONNEGATIVE_INT,
-      "b1": unit,
-      "b2": unit,
-      "eps": POSITIVE,
-      "weight_decay": NONNEGATIVE,
-      "clip_norm": NONNEGATIVE,
-    },
-    path=path,
+  """Raises ConfigError for an unknown or missing field, or a bad value or combination."""
+  schema.check(config, GROUP, path=path)
+  schema.require(
+    config.name == "adamw" or not config.weight_decay,
+    f"{path}.weight_decay",
+    f"{config.weight_decay} needs name 'adamw' (plain Adam here has no weight decay)",
   )
-  if config.name not in NAMES:
-    raise ConfigError(f"{path}.name: {config.name!r} is not one of {', '.join(NAMES)}")
-  if config.schedule not in SCHEDULES:
-    raise ConfigError(f"{path}.schedule: {config.schedule!r} is not one of {', '.join(SCHEDULES)}")
-  if config.name == "adam" and config.weight_decay:
-    raise ConfigError(
-      f"{path}.weight_decay: {config.weight_decay} needs name 'adamw' (plain "
-      "Adam here has no weight decay)"
-    )
   for field, neutral in _NEUTRAL.items():
-    if field not in _READS[config.schedule] and config[field] != neutral:
-      raise ConfigError(
-        f"{path}.{field}: {config[field]} has no effect with schedule "
-        f"{config.schedule!r} (leave it at {neutral})"
-      )
+    schema.require(
+      field in _READS[config.schedule] or config[field] == neutral,
+      f"{path}.{field}",
+      f"{config[field]} has no effect with schedule {config.schedule!r} (leave it at {neutral})",
+    )
 
 
 def learning_rate(

@@ -34,24 +34,49 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alignrec_jax.errors import BOOL, NONNEGATIVE_INT, ConfigError, check_fields, check_values
+from alignrec_jax import schema
+from alignrec_jax.errors import ConfigError
 
 AXIS = "data"
-FIELDS = ("num_devices", "partition_graphs", "shard_tables")
 
 # Sharded tables' rows are padded to a multiple of this, so any mesh whose size divides it (1, 2,
 # 4, ..., 1024 devices) splits them evenly, and one checkpoint fits every such mesh.
 TABLE_ROW_QUANTUM = 1024
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The devices a run's epochs and evaluation run on."""
+
+  num_devices: int = schema.field(
+    0,
+    "devices each step's batch is split across (train.batch_size is the global batch); 0 takes "
+    "every device",
+    schema.NONNEGATIVE_INT,
+    neutral=True,
+  )
+  partition_graphs: bool = schema.field(
+    True,
+    "on several devices, each propagates its share of the graphs' rows (False: every device "
+    "propagates all of them)",
+    schema.BOOL,
+    neutral=True,
+  )
+  shard_tables: bool = schema.field(
+    False,
+    "split stage 2's ID tables, fine-tuned feature table and their Adam moments by rows across "
+    "the devices instead of replicating them (same numbers; a run keeps the setting it started "
+    "with)",
+    schema.BOOL,
+  )
+
+
+GROUP = schema.group_of(Config)
+
+
 def check_config(config: ml_collections.ConfigDict, *, batch_size: int, path: str) -> None:
   """ConfigError for a bad `parallel` group or a batch the devices cannot share evenly."""
-  check_fields(config, FIELDS, path=path)
-  check_values(
-    config,
-    {"num_devices": NONNEGATIVE_INT, "partition_graphs": BOOL, "shard_tables": BOOL},
-    path=path,
-  )
+  schema.check(config, GROUP, path=path)
   available = jax.device_count()
   count = config.num_devices or available
   if count > available:
@@ -75,15 +100,30 @@ def padded_rows(rows: int) -> int:
   return -(-rows // TABLE_ROW_QUANTUM) * TABLE_ROW_QUANTUM
 
 
-def pad_tables(params, table_rows: frozenset[int]):
-  """`params` with every 2-D leaf of `table_rows` rows padded with zero rows (`padded_rows`)."""
+# A parameter's place in its tree, e.g. ("net", "ids", "embedding").
+Path = tuple[str, ...]
 
-  def pad(x):
-    if x.ndim != 2 or x.shape[0] not in table_rows:
+
+def _names(key_path) -> Path:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in key_path)
+
+
+def is_table(key_path, tables: frozenset[Path]) -> bool:
+  """Whether a leaf at `key_path` is one of `tables`: its path ends with one of them (so an
+  optimiser moment of a table, whose path ends with the table's, is one too)."""
+  names = _names(key_path)
+  return any(names[len(names) - len(t) :] == t for t in tables if len(t) <= len(names))
+
+
+def pad_tables(params, tables: frozenset[Path]):
+  """`params` with each of `tables` padded with zero rows to `padded_rows`."""
+
+  def pad(key_path, x):
+    if not is_table(key_path, tables):
       return x
     return jnp.pad(x, ((0, padded_rows(x.shape[0]) - x.shape[0]), (0, 0)))
 
-  return jax.tree.map(pad, params)
+  return jax.tree_util.tree_map_with_path(pad, params)
 
 
 def unpad_tables(params, shapes):
@@ -96,12 +136,12 @@ def unpad_tables(params, shapes):
 class Parallel:
   """Where a run's arrays live: a mesh over `num_devices` devices, or None for one device.
 
-  `sharded_rows`: a state leaf that is 2-D with one of these row counts (the padded tables')
-  is split by rows across the mesh (`place_state`); empty: every leaf is replicated.
+  `tables`: the parameter paths of the (padded) row tables a state splits by rows across the
+  mesh (`place_state`; `is_table`); empty: every leaf is replicated.
   """
 
   mesh: Mesh | None
-  sharded_rows: frozenset[int] = frozenset()
+  tables: frozenset[Path] = frozenset()
 
   @property
   def num_devices(self) -> int:
@@ -119,7 +159,7 @@ class Parallel:
     return jax.tree.map(lambda x: _put(x, sharding), tree)
 
   def place_state(self, tree):
-    """A training state's arrays on the mesh: the tables of `sharded_rows` rows split by rows,
+    """A training state's arrays on the mesh: the `tables` and their moments split by rows,
     everything else replicated. Inside jit (traced) a sharding constraint, which also keeps an
     epoch's output state in its input's layout (else the next epoch would compile again)."""
     if self.mesh is None:
@@ -127,11 +167,10 @@ class Parallel:
     replicated = NamedSharding(self.mesh, PartitionSpec())
     by_rows = NamedSharding(self.mesh, PartitionSpec(AXIS, None))
 
-    def place(x):
-      split = x.ndim == 2 and x.shape[0] in self.sharded_rows
-      return _put(x, by_rows if split else replicated)
+    def place(key_path, x):
+      return _put(x, by_rows if is_table(key_path, self.tables) else replicated)
 
-    return jax.tree.map(place, tree)
+    return jax.tree_util.tree_map_with_path(place, tree)
 
   def split_batches(self, tree):
     """Inside jit: `tree`'s [num_batches, B, ...] arrays split along B across the mesh."""

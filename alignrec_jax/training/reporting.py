@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging as std_logging
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 from absl import logging
 
 from alignrec_jax import files
-from alignrec_jax.errors import AssetError, ConfigError, DataError, UserError
+from alignrec_jax.errors import AssetError, DataError
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -227,75 +225,6 @@ def show_progress() -> None:
   """Console set-up of the launchers: this package's INFO lines, others' warnings and errors."""
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(OwnInfoOnly())
-
-
-TRACEBACK_ENV = "ALIGNREC_TRACEBACK"
-DISK_FULL_EXIT = 7
-
-
-def exit_on_user_error(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-  """Wraps a launcher's main: the user's errors print as plain lines, never a traceback.
-
-  A `UserError` prints its message and exits with its `exit_code`; a full disk exits 7, a
-  second Ctrl-C 130, each saying what to do. Other exceptions are bugs and keep their
-  traceback; ALIGNREC_TRACEBACK=1 shows one for the user's errors too (for bug reports).
-  """
-
-  def fail(message: str, code: int) -> None:
-    if os.environ.get(TRACEBACK_ENV):
-      raise  # the exception being handled, with its traceback
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-  def wrapped(argv):
-    try:
-      return main(argv)
-    except UserError as e:
-      fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-      fail("interrupted; the last checkpoint is intact: run the same command again to resume", 130)
-    except Exception as e:
-      # orbax and tensorstore may wrap the system's error in their own types
-      if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
-        raise
-      where = getattr(e, "filename", None)
-      fail(
-        f"no space left on device{f' writing {where}' if where else ''}; the last "
-        "checkpoint is intact: free some space and run the same command again to resume",
-        DISK_FULL_EXIT,
-      )
-
-  return wrapped
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing for the launchers (`app.run(..., flags_parser=parse_flags)`): a bad
-  flag prints one line and exits 2, as a bad config field does.
-
-  absl reports most bad flags itself, but an override of a field the config does not have
-  (`--config.foo=1`) escapes it as an AttributeError with a traceback.
-  """
-  from absl import flags  # the launchers' parser; library code never reads flags
-
-  def fail(message: str) -> None:
-    print(f"error: {message} (--helpshort lists the flags)", file=sys.stderr, flush=True)
-    sys.exit(ConfigError.exit_code)
-
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    fail(str(e))
-  except (AttributeError, KeyError) as e:
-    key = str(e).strip("\"'")
-    named = [
-      a.split("=")[0]
-      for a in argv[1:]
-      if a.startswith("--config.") and key in a.split("=")[0].split(".")
-    ]
-    fail(
-      f"{named[0] if named else '--config.' + key}: the config has no field {key!r} "
-      "(configs/default.py lists every field)"
-    )
 
 
 def plot_curves(workdir: str) -> None:

@@ -5,8 +5,8 @@
 One epoch (every item once, shuffled; the last batch padded with absent items, which add nothing
 to any loss) is one jitted `lax.scan` over batches gathered on device from the full item inputs,
 run by the training loop like stage 2's (checkpoints every epoch, resumable, bit-identical). The
-output file is written once training ends, atomically, together with a record of the settings
-that produced it: a later run with the same settings reuses it.
+output file is written once training ends, atomically, before the run's summary, which names
+it: a later run with the same identity (`record.finished`) reuses it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -28,7 +28,8 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
-from alignrec_jax import files
+from alignrec_jax import files, schema
+from alignrec_jax.data import content as content_lib
 from alignrec_jax.data.content import (
   Content,
   ModalityInput,
@@ -36,97 +37,83 @@ from alignrec_jax.data.content import (
   load_content,
   parse_modalities,
 )
-from alignrec_jax.errors import (
-  BOOL,
-  NONNEGATIVE,
-  NONNEGATIVE_INT,
-  OPEN_FRACTION,
-  POSITIVE,
-  POSITIVE_INT,
-  ConfigError,
-  WorkdirError,
-  check_fields,
-  check_values,
-  is_int,
-)
-from alignrec_jax.models.encoder import OUTPUTS, CrossModalEncoder
-from alignrec_jax.objectives.stage1 import DEFAULT_WEIGHTS, pretrain_loss
-from alignrec_jax.training import loop, optimizer, reporting
-from alignrec_jax.training.checkpoint import FORMAT_VERSION
+from alignrec_jax.errors import ConfigError, WorkdirError
+from alignrec_jax.models import encoder
+from alignrec_jax.models.encoder import CrossModalEncoder, pretrain_loss
+from alignrec_jax.training import loop, optimizer, record, reporting
 from alignrec_jax.training.epoch import ScannedEpoch
 from alignrec_jax.training.parallel import Parallel
 
 FEATURE_FILE = "stage1_feat.npy"
-RECORD_FILE = "stage1_feat.json"
 Inputs = Mapping[str, ModalityInput]
 
-FIELDS = {
-  "data": ("modalities", "text_max_tokens"),
-  "model": (
-    "width",
-    "num_heads",
-    "num_layers",
-    "mlp_dim",
-    "output_dim",
-    "vector_tokens",
-    "output",
-  ),
-  "loss": ("mask_fraction", "temperature", "weights"),
-  "train": ("batch_size", "epochs", "encode_batch_size", "tensorboard"),
-}
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+  """How stage 1 trains."""
+
+  batch_size: int = schema.field(
+    256, "items per step (the global batch, split across the devices)", schema.POSITIVE_INT
+  )
+  epochs: int = schema.field(20, "epochs (the cosine schedule ends with them)", schema.POSITIVE_INT)
+  encode_batch_size: int = schema.field(
+    512, "items encoded at once after training", schema.POSITIVE_INT, neutral=True
+  )
+  tensorboard: bool = schema.field(
+    False, "also write each epoch's record to WORKDIR/stage1/tensorboard", schema.BOOL, neutral=True
+  )
+
+
+def config_group() -> schema.Group:
+  """`config.stage1`: its content, encoder, objective, optimiser and training."""
+  return schema.Group(
+    "stage 1: the cross-modal encoder pre-trained on the items' content (launch.pipeline)",
+    {
+      "data": schema.group_of(content_lib.Config),
+      "model": encoder.config_group(),
+      "loss": schema.group_of(encoder.PretrainLoss),
+      "optim": schema.with_defaults(
+        optimizer.GROUP,
+        "stage 1's optimiser: AdamW, linear warm-up then cosine decay to 0, gradients clipped",
+        name="adamw",
+        schedule="warmup_cosine",
+        lr_decay=1.0,
+        lr_decay_epochs=1.0,
+        warmup_epochs=2,
+        weight_decay=0.05,
+        clip_norm=1.0,
+      ),
+      "train": schema.group_of(Train),
+    },
+  )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for a `config.stage1` field nothing reads, is missing or out of range."""
-  check_fields(config, (*FIELDS, "optim"), path="config.stage1")
-  for group, fields in FIELDS.items():
-    check_fields(config[group], fields, path=f"config.stage1.{group}")
-  check_fields(config.loss.weights, DEFAULT_WEIGHTS, path="config.stage1.loss.weights")
-  check_values(
-    config.data,
-    {
-      "text_max_tokens": (
-        lambda v: is_int(v) and 3 <= v <= 512,
-        "an integer in 3..512 (MiniLM's positions)",
-      )
-    },
-    path="config.stage1.data",
+  schema.check(config, config_group(), path="config.stage1")
+  schema.require(
+    config.model.width % config.model.num_heads == 0,
+    "config.stage1.model.width",
+    f"{config.model.width} is not divisible by num_heads {config.model.num_heads}",
   )
-  check_values(
-    config.model,
-    {
-      "width": POSITIVE_INT,
-      "num_heads": POSITIVE_INT,
-      "num_layers": NONNEGATIVE_INT,
-      "mlp_dim": NONNEGATIVE_INT,
-      "output_dim": POSITIVE_INT,
-      "vector_tokens": POSITIVE_INT,
-      "output": (lambda v: v in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
-    },
-    path="config.stage1.model",
-  )
-  if config.model.width % config.model.num_heads:
-    raise ConfigError(
-      f"config.stage1.model.width {config.model.width} is not divisible by "
-      f"num_heads {config.model.num_heads}"
-    )
-  check_values(
-    config.loss,
-    {"mask_fraction": OPEN_FRACTION, "temperature": POSITIVE},
-    path="config.stage1.loss",
-  )
-  check_values(
-    config.loss.weights,
-    dict.fromkeys(DEFAULT_WEIGHTS, NONNEGATIVE),
-    path="config.stage1.loss.weights",
-  )
-  counts = dict.fromkeys(("batch_size", "epochs", "encode_batch_size"), POSITIVE_INT)
-  check_values(config.train, {**counts, "tensorboard": BOOL}, path="config.stage1.train")
   optimizer.check_config(config.optim, path="config.stage1.optim")
   try:
     parse_modalities(config.data.modalities)
   except ValueError as e:
     raise ConfigError(f"config.stage1.data.modalities: {e}") from None
+
+
+def run_identity(
+  config: ml_collections.ConfigDict, folder: str, seed: int, content: Content | None = None
+) -> dict[str, Any]:
+  """What a stage-1 run computes (`record.identity`): its fields, the run's seed, the dataset
+  folder's name and the contents of its content files (and how `content` was altered, when
+  given)."""
+  extra = {"seed": seed, "data": os.path.basename(os.path.normpath(folder))}
+  if content is not None:
+    extra["content"] = content.description
+  inputs = [os.path.join(folder, file) for _, _, file in parse_modalities(config.data.modalities)]
+  return record.identity(config, config_group(), stage="stage 1", inputs=inputs, extra=extra)
 
 
 def gather_batch(inputs: Inputs, rows: jax.Array, real: jax.Array) -> dict[str, ModalityInput]:
@@ -181,16 +168,8 @@ class Pretrainer(ScannedEpoch):
 def build_encoder(
   config: ml_collections.ConfigDict, specs: tuple[ModalitySpec, ...]
 ) -> CrossModalEncoder:
-  model = config.model
-  return CrossModalEncoder(
-    specs=specs,
-    width=model.width,
-    num_heads=model.num_heads,
-    num_layers=model.num_layers,
-    mlp_dim=model.mlp_dim or None,
-    output_dim=model.output_dim,
-    output=model.output,
-  )
+  fields = schema.group_of(CrossModalEncoder, skip=("specs",)).fields
+  return CrossModalEncoder(specs=specs, **{name: config.model[name] for name in fields})
 
 
 def build_pretrainer(
@@ -225,9 +204,13 @@ def _example(content: Content, batch_size: int) -> dict[str, ModalityInput]:
 
 
 def make_task(
-  config: ml_collections.ConfigDict, content: Content, pretrainer: Pretrainer
+  config: ml_collections.ConfigDict,
+  content: Content,
+  pretrainer: Pretrainer,
+  finish: Callable[[TrainState], dict[str, Any]] | None = None,
 ) -> loop.Task:
-  """Stage 1 as the training loop runs it: epochs of pre-training, no evaluation."""
+  """Stage 1 as the training loop runs it: epochs of pre-training, no evaluation; `finish`
+  writes the output (`run_stage1`)."""
   example = _example(content, config.train.batch_size)
   progress = reporting.EpochProgress(
     "stage 1",
@@ -236,13 +219,12 @@ def make_task(
   )
   return loop.Task(
     name="stage 1",
-    # The encode pass runs after training; the switch of TensorBoard changes nothing computed.
-    free_fields=("train.encode_batch_size", "train.tensorboard"),
     init_state=lambda key: pretrainer.init_state(key, example),
     train_epoch=pretrainer.make_train_epoch(progress),
     data=pretrainer.parallel.replicate(content.inputs),
     examples_per_epoch=content.num_items,
     progress=progress,
+    finish=finish,
   )
 
 
@@ -291,29 +273,10 @@ def encode_items(params, module: CrossModalEncoder, inputs: Inputs, batch_size: 
   return np.concatenate(out)[:n] if out else np.zeros((0, module.feature_dim), np.float32)
 
 
-def settings_record(config: ml_collections.ConfigDict, folder: str, seed: int) -> dict[str, Any]:
-  """What determines the stage-1 output: a finished output is reused only when this matches."""
-  return {"stage1": json.loads(config.to_json()), "data": os.path.abspath(folder), "seed": seed}
-
-
-def finished_output(directory: str, record: Mapping[str, Any]) -> str | None:
-  """The feature file in `directory` if it was written with the settings `record`.
-
-  Raises:
-    WorkdirError: the output there was written by an earlier version (another format).
-  """
-  path, record_path = os.path.join(directory, FEATURE_FILE), os.path.join(directory, RECORD_FILE)
-  if not (os.path.exists(path) and os.path.exists(record_path)):
-    return None
-  with open(record_path) as f:
-    saved = json.load(f)
-  if saved.get("format", 1) != FORMAT_VERSION:
-    raise WorkdirError(
-      f"{directory} holds stage-1 features of format {saved.get('format', 1)}, "
-      "written by an earlier version of alignrec_jax, which this version "
-      "does not reuse: use a new --workdir, or delete that folder"
-    )
-  return path if saved.get("settings") == json.loads(json.dumps(record)) else None
+def finished_output(directory: str, identity: Mapping[str, Any]) -> str | None:
+  """The feature file of the stage-1 run in `directory` if it finished with this identity."""
+  summary = record.finished(directory, identity)
+  return None if summary is None else os.path.join(directory, summary["output"]["file"])
 
 
 def restore_encoder(
@@ -335,7 +298,7 @@ def restore_encoder(
       "this config and workdir first"
     )
   state, meta = restored
-  if meta["config"] != config.to_json() or meta["epoch"] != config.train.epochs - 1:
+  if meta["config"] != json.loads(config.to_json()) or meta["epoch"] != config.train.epochs - 1:
     raise WorkdirError(
       f"the stage-1 checkpoint in {workdir}/stage1 is of other settings or an "
       f"unfinished run (epoch {meta['epoch']})"
@@ -378,24 +341,22 @@ def run_stage1(
       f"evenly across {parallel.num_devices} devices (config.parallel)"
     )
   directory = os.path.join(workdir, "stage1")
-  record = settings_record(config, folder, seed)
-  if content is not None:
-    record["content"] = content.description
+  identity = run_identity(config, folder, seed, content)
   # Held from the reuse check to the output: no other run may discard or write this folder.
   with files.WorkdirLock(directory):
-    done = None if redo else finished_output(directory, record)
+    done = None if redo else finished_output(directory, identity)
     if done is not None:
       reporting.log(f"stage 1: reusing {done} (same settings; pass --redo_stage1 to train again)")
       return done
-    if redo or os.path.exists(os.path.join(directory, RECORD_FILE)):
+    if redo or record.read_summary(directory) is not None:
       # A finished run with other settings (or one the user wants redone): its checkpoints must
-      # not be resumed from. An unfinished run (no record yet) is resumed instead.
+      # not be resumed from. An unfinished run (no summary yet) is resumed instead.
       _discard_run(directory)
     return _train_and_encode(
       config,
       folder,
       directory,
-      record,
+      identity,
       num_items=num_items,
       seed=seed,
       content=content,
@@ -408,7 +369,7 @@ def _train_and_encode(
   config: ml_collections.ConfigDict,
   folder: str,
   directory: str,
-  record: dict[str, Any],
+  identity: dict[str, Any],
   *,
   num_items: int,
   seed: int,
@@ -429,7 +390,22 @@ def _train_and_encode(
     reporting.log(f"stage-1 content ({time.perf_counter() - tick:.1f} s): {content.description}")
   tick = time.perf_counter()
   pretrainer = build_pretrainer(config, content, parallel)
-  task = make_task(config, content, pretrainer)
+
+  def write_output(state: TrainState) -> dict[str, Any]:
+    features = encode_items(
+      state.params, pretrainer.module, content.inputs, config.train.encode_batch_size
+    )
+    if not np.all(np.isfinite(features)):
+      raise loop.TrainingDiverged("stage 1 produced non-finite item features")
+    path = os.path.join(directory, FEATURE_FILE)
+    files.atomic_write(path, lambda f: np.save(f, features))
+    reporting.log(
+      f"stage 1: wrote {features.shape[0]:,} x {features.shape[1]} item features to "
+      f"{path} ({time.perf_counter() - tick:.1f} s)"
+    )
+    return {"output": {"file": FEATURE_FILE, "shape": list(features.shape)}}
+
+  task = make_task(config, content, pretrainer, finish=write_output)
   shapes = jax.eval_shape(task.init_state, jax.random.key(0)).params
   reporting.log(
     f"stage-1 encoder: {_count(shapes):,} parameters, {config.model.num_layers} "
@@ -437,49 +413,23 @@ def _train_and_encode(
     f"{num_items:,} items, {math.ceil(num_items / config.train.batch_size)} steps "
     "an epoch"
   )
-  state, summary = loop.train(
+  run = loop.Run(
+    workdir=directory, seed=seed, identity=identity, config=json.loads(config.to_json())
+  )
+  loop.train(
     task,
-    directory,
-    config_json=config.to_json(),
-    seed=seed,
+    [run],
     max_epochs=config.train.epochs,
     allow_config_change=allow_config_change,
     tensorboard=config.train.tensorboard,
   )
-  features = encode_items(
-    state.params, pretrainer.module, content.inputs, config.train.encode_batch_size
-  )
-  if not np.all(np.isfinite(features)):
-    raise loop.TrainingDiverged("stage 1 produced non-finite item features")
-  path = _write_output(
-    directory,
-    features,
-    {
-      "format": FORMAT_VERSION,
-      "settings": record,
-      "final_terms": summary["final_terms"],
-      "shape": list(features.shape),
-    },
-  )
-  reporting.log(
-    f"stage 1: wrote {features.shape[0]:,} x {features.shape[1]} item features to "
-    f"{path} ({time.perf_counter() - tick:.1f} s)"
-  )
-  return path
-
-
-def _write_output(directory: str, features: np.ndarray, record: dict[str, Any]) -> str:
-  """Writes the feature file and its record, each atomically (the record last)."""
-  path = os.path.join(directory, FEATURE_FILE)
-  files.atomic_write(path, lambda f: np.save(f, features))
-  files.atomic_write(os.path.join(directory, RECORD_FILE), json.dumps(record, indent=1))
-  return path
+  return os.path.join(directory, FEATURE_FILE)
 
 
 def _discard_run(directory: str) -> None:
   """Removes an earlier stage-1 run's checkpoints, metrics and output from `directory`."""
   shutil.rmtree(os.path.join(directory, "checkpoints"), ignore_errors=True)
-  for name in ("metrics.jsonl", loop.SUMMARY_FILE, "curves.png", FEATURE_FILE, RECORD_FILE):
+  for name in ("metrics.jsonl", record.SUMMARY_FILE, "curves.png", FEATURE_FILE):
     path = os.path.join(directory, name)
     if os.path.exists(path):
       os.remove(path)

@@ -47,7 +47,7 @@ from typing import Protocol
 
 import numpy as np
 
-from alignrec_jax import files
+from alignrec_jax import downloads
 from alignrec_jax.data import tsv
 from alignrec_jax.data.dataset import mmrec_split_sizes
 from alignrec_jax.data.ids import ITEM_FILE, USER_FILE
@@ -96,7 +96,7 @@ class TextEncoder(Protocol):
 
 def default_cache_dir() -> pathlib.Path:
   """`$ALIGNREC_CACHE/recbole`, else `~/.cache/alignrec_jax/recbole` (beside the MiniLM cache)."""
-  return files.cache_dir("recbole")
+  return downloads.cache_dir("recbole")
 
 
 def fetch_recbole_wheel(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
@@ -117,7 +117,7 @@ def fetch_recbole_wheel(cache_dir: str | os.PathLike[str] | None = None) -> path
   cached = sorted(directory.glob(f"recbole-{RECBOLE_VERSION}-*.whl"))
   if cached:
     return cached[0]
-  return files.download_wheel(
+  return downloads.download_wheel(
     RECBOLE_REQUIREMENT,
     directory,
     hint=f"MovieLens-100k comes from the PyPI wheel of {RECBOLE_REQUIREMENT}",
@@ -135,7 +135,7 @@ def read_source_files(wheel: str | os.PathLike[str]) -> tuple[str, str, str, str
   try:
     with zipfile.ZipFile(wheel) as archive:
       for filename in (INTER_MEMBER, ITEM_MEMBER):
-        member = files.wheel_member(archive, wheel, filename)
+        member = downloads.wheel_member(archive, wheel, filename)
         data = archive.read(member)  # the zip's CRC is checked on read
         source = f"{wheel}:{member}"
         out += [tsv.text_bytes(data, source).decode("utf-8"), source]

@@ -28,13 +28,36 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from alignrec_jax import files
+from alignrec_jax import files, schema
 from alignrec_jax.data.dataset import Dataset, Interactions, mmrec_split_sizes
 
 # Bump when the generator's output for the same arguments changes, so cached folders regenerate.
 GENERATOR_VERSION = 1
 META_FILE = "synthetic_meta.json"
 _GENERATOR_NAME = "alignrec_jax.data.prepare.synthetic.make_synthetic"
+
+
+def _modality_dims(value) -> bool:
+  return len(value) > 0 and all(
+    isinstance(name, str) and schema.is_int(dim) and dim >= 1 for name, dim in value
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The built-in synthetic dataset's size and seed (`config.data.synthetic`)."""
+
+  num_users: int = schema.field(2000, "users", schema.POSITIVE_INT)
+  num_items: int = schema.field(1000, "items", schema.POSITIVE_INT)
+  mean_user_interactions: float = schema.field(
+    30, "mean interactions per user (lognormal, heavy-tailed)", schema.POSITIVE
+  )
+  modality_dims: tuple = schema.field(
+    (("image_feat", 256), ("text_feat", 128)),
+    "(name, dim) of each content modality; each is written as NAME.npy",
+    schema.Rule(_modality_dims, "a non-empty tuple of (name, dim >= 1) pairs"),
+  )
+  seed: int = schema.field(0, "the generator's seed", schema.Rule(schema.is_int, "an integer"))
 
 
 @dataclasses.dataclass(frozen=True)

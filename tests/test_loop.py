@@ -1,4 +1,4 @@
-"""Stage-2 training end to end on tiny data: one compile per epoch, resume, divergence."""
+"""The training loop on stage 2's tiny runs: resume, replay, divergence, the summary."""
 
 import json
 import os
@@ -11,8 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from alignrec_jax.evaluation import shortest_history_users
-from alignrec_jax.training import loop, stage2
+from alignrec_jax.training import loop, record, stage2
 from alignrec_jax.training.checkpoint import Checkpointer
 from configs import test as test_config
 
@@ -43,32 +42,6 @@ def _config(**train):
   config = test_config.get_config()
   config.train.update(train)
   return config
-
-
-def test_epoch_compiles_once_and_keeps_params_finite(tmp_path):
-  config = _config()
-  exp = stage2.build_experiment(config, str(tmp_path))
-  n_train = len(exp.dataset.train)
-  assert n_train % config.train.batch_size != 0, "the tiny data must exercise a partial batch"
-  recommender = stage2.build_recommender(config, exp)
-  state = recommender.init_state(jax.random.key(0), exp.train_data)
-  epoch_fn = recommender.make_train_epoch()
-  for epoch in range(2):
-    state, terms = epoch_fn(state, exp.train_data, jax.random.key(epoch))
-  assert epoch_fn._cache_size() == 1
-  assert int(state.step) == 2 * -(-n_train // config.train.batch_size)
-  assert all(np.isfinite(float(v)) and float(v) >= 0 for v in terms.values())
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
-  # The features are fine-tuned (the reference's behaviour) unless switched off.
-  assert not np.allclose(state.params["features"], exp.train_data.features)
-
-
-def test_frozen_features_are_not_parameters(tmp_path):
-  config = _config()
-  config.model.alignrec.trainable_features = False
-  exp = stage2.build_experiment(config, str(tmp_path))
-  state = stage2.build_recommender(config, exp).init_state(jax.random.key(0), exp.train_data)
-  assert set(state.params) == {"net"}
 
 
 def test_resumed_run_ends_bit_identical(tmp_path):
@@ -103,41 +76,6 @@ def test_sparse_checkpoints_replay_the_epochs_after_them(tmp_path):
   assert [x["epoch"] for x in lines] == [0, 1, 2, 3, 4]
 
 
-def test_lightgcn_trains(tmp_path):
-  config = _config(max_epochs=2)
-  config.model.name = "lightgcn"
-  summary = stage2.train_and_evaluate(config, str(tmp_path))
-  assert summary["epochs_run"] == 2 and 0 < summary["test"]["recall@20"] <= 1
-
-
-def test_freedom_trains_each_epoch_on_a_fresh_pruned_graph_and_scores_on_the_whole(tmp_path):
-  config = _config(max_epochs=2)
-  config.model.name = "freedom"
-  config.model.freedom.knn_k = 3
-  exp = stage2.build_experiment(config, str(tmp_path))
-  recommender = stage2.build_recommender(config, exp)
-  n_train = len(exp.dataset.train)
-  assert recommender.edge_keep == int(n_train * 0.2)
-  prune = jax.jit(recommender.prepare_epoch)
-  first = prune(exp.train_data, jax.random.key(0)).graphs.user_item
-  again = prune(exp.train_data, jax.random.key(0)).graphs.user_item
-  other = prune(exp.train_data, jax.random.key(1)).graphs.user_item
-  assert first.graph.edges.shape == (2 * recommender.edge_keep,)
-  np.testing.assert_array_equal(first.graph.senders, again.graph.senders)
-  assert not np.array_equal(first.graph.senders, other.graph.senders)
-  # The kept edges are training pairs, each once.
-  users, items = np.asarray(first.graph.receivers), np.asarray(first.graph.senders)
-  to_items = users < exp.dataset.num_users
-  kept = set(zip(users[to_items], items[to_items] - exp.dataset.num_users, strict=True))
-  train = set(zip(exp.dataset.train.users, exp.dataset.train.items, strict=True))
-  assert len(kept) == recommender.edge_keep and kept <= train
-  summary = stage2.train_and_evaluate(config, str(tmp_path / "run"))
-  assert summary["epochs_run"] == 2 and 0 < summary["test"]["recall@20"] <= 1
-  # Without pruning there is nothing to prepare: the epoch is every other model's.
-  config.model.freedom.edge_dropout = 0.0
-  assert stage2.build_recommender(config, exp).prepare_epoch is None
-
-
 def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
   stage2.train_and_evaluate(_config(max_epochs=1), str(tmp_path))
   _, good = _params_of_last_checkpoint(str(tmp_path))
@@ -148,19 +86,6 @@ def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tm
   epoch, kept = _params_of_last_checkpoint(str(tmp_path))
   assert epoch == 0
   _assert_trees_equal(good, kept)
-
-
-def test_short_history_users_are_reported_at_the_best_epoch(tmp_path):
-  config = _config(max_epochs=2)
-  summary = stage2.train_and_evaluate(config, str(tmp_path))
-  exp = stage2.build_experiment(config, str(tmp_path))
-  users = shortest_history_users(exp.dataset, 0.2)
-  for split in ("valid", "test"):
-    heldout = exp.dataset.split(split)
-    expected = len(np.intersect1d(np.unique(heldout.users), users))
-    assert summary[f"{split}_short"]["num_users"] == expected < summary[split]["num_users"]
-  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  assert "valid_short/recall@20" in records[0]  # the first epoch always improves
 
 
 def test_early_stopping_state_survives_a_resume(tmp_path):
@@ -176,14 +101,9 @@ def test_early_stopping_state_survives_a_resume(tmp_path):
 def test_killed_launcher_resumes_to_the_same_parameters(tmp_path):
   """SIGKILL the real launcher at an arbitrary moment after its first checkpoint."""
   flags = [
-    "--config.data.synthetic.num_users=120",
-    "--config.data.synthetic.num_items=80",
-    "--config.data.synthetic.mean_user_interactions=12",
-    "--config.train.batch_size=256",
     "--config.train.max_epochs=5",
-    "--config.eval.chunk_size=64",
   ]
-  cmd = [sys.executable, "-m", "launch.train", "--config=configs/default.py", *flags]
+  cmd = [sys.executable, "-m", "launch.train", "--config=configs/test.py", *flags]
   killed = tmp_path / "killed"
   proc = subprocess.Popen(
     [*cmd, f"--workdir={killed}"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -209,7 +129,7 @@ def test_killed_launcher_resumes_to_the_same_parameters(tmp_path):
 
 def test_summary_exists_only_for_a_finished_run(tmp_path, monkeypatch):
   stage2.train_and_evaluate(_config(max_epochs=1), str(tmp_path))
-  first = loop.read_summary(str(tmp_path))
+  first = record.read_summary(str(tmp_path))
   assert first["epochs_run"] == 1 and first["config"]["train"]["max_epochs"] == 1
 
   # Resumed for more epochs, the run is unfinished until it ends: killed during epoch 1, it
@@ -225,34 +145,11 @@ def test_summary_exists_only_for_a_finished_run(tmp_path, monkeypatch):
     patch.setattr(stage2.Recommender, "make_train_epoch", killed_epoch)
     with pytest.raises(KeyboardInterrupt):
       stage2.train_and_evaluate(_config(max_epochs=2), str(tmp_path))
-  assert loop.read_summary(str(tmp_path)) is None
+  assert record.read_summary(str(tmp_path)) is None
   summary = stage2.train_and_evaluate(_config(max_epochs=2), str(tmp_path))
-  assert loop.read_summary(str(tmp_path)) == json.loads(json.dumps(summary))
+  assert record.read_summary(str(tmp_path)) == json.loads(json.dumps(summary))
   assert summary["epochs_run"] == 2
   assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
-
-
-def test_a_field_nothing_reads_is_an_error_naming_it(tmp_path):
-  from alignrec_jax.errors import ConfigError
-
-  config = _config()
-  config.model.alignrec.loss.cl_wieght = 0.1  # a typo in a config file adds a field
-  with pytest.raises(
-    ConfigError,
-    match=r"config\.model\.alignrec\.loss: unknown field\(s\) "
-    r"cl_wieght",
-  ):
-    stage2.train_and_evaluate(config, str(tmp_path))
-  config = _config()
-  config.model.lightgcn.knn_k = 5  # LightGCN builds no kNN graph
-  config.model.name = "lightgcn"
-  with pytest.raises(ConfigError, match=r"config\.model\.lightgcn: unknown field\(s\) knn_k"):
-    stage2.train_and_evaluate(config, str(tmp_path))
-  config = _config()
-  config.model.name = "lightgnc"
-  with pytest.raises(ConfigError, match="unknown model 'lightgnc'"):
-    stage2.train_and_evaluate(config, str(tmp_path))
-  assert not os.listdir(tmp_path), "nothing is built or written for a bad config"
 
 
 def test_a_workdir_of_an_older_format_is_refused_in_one_line(tmp_path):
@@ -271,9 +168,6 @@ def test_a_workdir_of_an_older_format_is_refused_in_one_line(tmp_path):
   manager.wait_until_finished()
   manager.close()
   flags = [
-    "--config.data.synthetic.num_users=120",
-    "--config.data.synthetic.num_items=80",
-    "--config.data.synthetic.mean_user_interactions=12",
     "--config.train.max_epochs=1",
   ]
   result = subprocess.run(
@@ -281,7 +175,7 @@ def test_a_workdir_of_an_older_format_is_refused_in_one_line(tmp_path):
       sys.executable,
       "-m",
       "launch.train",
-      "--config=configs/default.py",
+      "--config=configs/test.py",
       f"--workdir={tmp_path}",
       *flags,
     ],

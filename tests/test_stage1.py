@@ -15,8 +15,8 @@ import pytest
 from alignrec_jax.data import content
 from alignrec_jax.data.content import ModalityInput
 from alignrec_jax.errors import WorkdirError
-from alignrec_jax.objectives import stage1 as objective
-from alignrec_jax.training import stage1, stage2
+from alignrec_jax.models import encoder as objective
+from alignrec_jax.training import record, stage1, stage2_setup
 from configs import test as test_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -24,8 +24,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _tiny_content(tmp_path):
   config = test_config.get_config()
-  folder = stage2.dataset_folder(config.data, str(tmp_path))
-  dataset = stage2.load_dataset(config.data, str(tmp_path))
+  folder = stage2_setup.dataset_folder(config.data, str(tmp_path))
+  dataset = stage2_setup.load_dataset(config.data, str(tmp_path))
   loaded = content.load_content(
     folder,
     config.stage1.data.modalities,
@@ -115,8 +115,9 @@ def test_run_pretraining_writes_reuses_and_resumes(tmp_path):
   features = np.load(path)
   assert features.shape == (loaded.num_items, config.stage1.model.output_dim)
   assert np.isfinite(features).all() and np.std(features) > 0
-  record = json.loads(pathlib.Path(path).with_suffix(".json").read_text())
-  assert record["shape"] == list(features.shape)
+  summary = record.read_summary(str(tmp_path / "a" / "stage1"))
+  assert summary["output"] == {"file": stage1.FEATURE_FILE, "shape": list(features.shape)}
+  assert summary["stage"] == "stage 1" and summary["epochs_run"] == config.stage1.train.epochs
 
   # Same settings: reused without training (the checkpoints could even be gone).
   shutil.rmtree(tmp_path / "a" / "stage1" / "checkpoints")
@@ -128,8 +129,7 @@ def test_run_pretraining_writes_reuses_and_resumes(tmp_path):
   stage1.run_stage1(config.stage1, folder, str(killed), **kwargs)
   stage1_dir = killed / "stage1"
   shutil.rmtree(stage1_dir / "checkpoints" / str(config.stage1.train.epochs - 1))
-  os.remove(stage1_dir / "summary.json")  # as a kill during the last epoch leaves it
-  for name in (stage1.FEATURE_FILE, stage1.RECORD_FILE):
+  for name in (record.SUMMARY_FILE, stage1.FEATURE_FILE):  # a kill in the last epoch: neither
     os.remove(stage1_dir / name)
   resumed = stage1.run_stage1(config.stage1, folder, str(killed), **kwargs)
   np.testing.assert_array_equal(np.load(resumed), features)
@@ -144,7 +144,7 @@ def test_an_unfinished_run_with_other_settings_is_not_resumed(tmp_path):
   config, folder, loaded = _tiny_content(tmp_path)
   kwargs = dict(num_items=loaded.num_items, seed=0)
   stage1.run_stage1(config.stage1, folder, str(tmp_path), **kwargs)
-  for name in (stage1.FEATURE_FILE, stage1.RECORD_FILE):
+  for name in (record.SUMMARY_FILE, stage1.FEATURE_FILE):
     os.remove(tmp_path / "stage1" / name)
   config.stage1.optim.lr = 3e-3
   with pytest.raises(WorkdirError, match="holds a stage 1 run started with other settings"):
@@ -154,21 +154,9 @@ def test_an_unfinished_run_with_other_settings_is_not_resumed(tmp_path):
 
 def test_pipeline_runs_both_stages_then_reuses_stage1(tmp_path):
   flags = [
-    "--config=configs/default.py",
+    "--config=configs/test.py",
     f"--workdir={tmp_path}",
-    "--config.data.synthetic.num_users=120",
-    "--config.data.synthetic.num_items=80",
-    "--config.data.synthetic.mean_user_interactions=12",
-    "--config.train.batch_size=256",
     "--config.train.max_epochs=2",
-    "--config.eval.chunk_size=64",
-    "--config.stage1.model.width=16",
-    "--config.stage1.model.num_heads=2",
-    "--config.stage1.model.num_layers=1",
-    "--config.stage1.model.output_dim=12",
-    "--config.stage1.train.batch_size=32",
-    "--config.stage1.train.epochs=2",
-    "--config.stage1.optim.warmup_epochs=1",
   ]
   cmd = [sys.executable, "-m", "launch.pipeline", *flags]
   first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
@@ -188,33 +176,3 @@ def test_pipeline_runs_both_stages_then_reuses_stage1(tmp_path):
   assert second.stderr.count("has finished already (2 epochs)") == 2
   assert "recall@20" in second.stderr  # the best epoch's table, read back
   assert json.loads((tmp_path / "pipeline.json").read_text()) == result
-
-
-def test_stage2_starts_over_only_when_its_features_change(tmp_path):
-  from alignrec_jax.experiments import pipeline
-
-  features = tmp_path / "f.npy"
-  np.save(features, np.ones((3, 2), np.float32))
-  second = tmp_path / "stage2"
-  pipeline.prepare_stage2_workdir(str(second), str(features))
-  (second / "metrics.jsonl").write_text("{}\n")
-  pipeline.prepare_stage2_workdir(str(second), str(features))  # same contents: kept
-  assert (second / "metrics.jsonl").exists()
-  np.save(features, np.zeros((3, 2), np.float32))
-  pipeline.prepare_stage2_workdir(str(second), str(features))  # new contents: emptied
-  assert not (second / "metrics.jsonl").exists() and (second / "features.sha256").exists()
-  # A folder from before raw inputs ran in the pipeline keeps its record's old name: kept.
-  (second / "features.sha256").rename(second / "stage1_feat.sha256")
-  (second / "metrics.jsonl").write_text("{}\n")
-  pipeline.prepare_stage2_workdir(str(second), str(features))
-  assert (second / "metrics.jsonl").exists()
-  # Several files (the raw inputs): any one of them changing starts the run over.
-  other = tmp_path / "g.npy"
-  np.save(other, np.ones((3, 1), np.float32))
-  pipeline.prepare_stage2_workdir(str(second), [str(features), str(other)])
-  (second / "metrics.jsonl").write_text("{}\n")
-  pipeline.prepare_stage2_workdir(str(second), [str(features), str(other)])
-  assert (second / "metrics.jsonl").exists()
-  np.save(other, np.zeros((3, 1), np.float32))
-  pipeline.prepare_stage2_workdir(str(second), [str(features), str(other)])
-  assert not (second / "metrics.jsonl").exists()

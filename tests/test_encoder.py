@@ -1,4 +1,4 @@
-"""The stage-1 encoder (models/encoder.py), its objective (objectives/stage1.py) and step."""
+"""The stage-1 encoder and its pre-training objective (models/encoder.py), and its step."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import optax
 import pytest
 
 from alignrec_jax.data.content import ModalityInput, ModalitySpec, token_mask
+from alignrec_jax.models import encoder as stage1
 from alignrec_jax.models.encoder import CrossModalEncoder, TransformerBlock
-from alignrec_jax.objectives import stage1
 from alignrec_jax.training import stage1 as stage1_training
 
 SEQ_DIM, VEC_DIM, VOCAB, SEQ_LEN, CAT_LEN, VEC_TOKENS = 6, 10, 7, 5, 4, 2

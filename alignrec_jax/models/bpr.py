@@ -1,7 +1,8 @@
 """BPR-MF as MMRec runs it ("BPR"): one ID embedding per user and item, score z_u . z_i.
 
 Rendle et al., UAI 2009. No graph: the ID-only baseline every graph model is measured against.
-MMRec initialises both tables Xavier-normal, each over its own shape.
+MMRec initialises both tables Xavier-normal, each over its own shape, and trains them with its
+BPR loss and EmbLoss (`common.emb_reg_objective`).
 """
 
 from __future__ import annotations
@@ -10,17 +11,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alignrec_jax.models.common import Embeddings, Graphs
+from alignrec_jax.models import registry
+from alignrec_jax.models.common import (
+  Embeddings,
+  EmbRegLoss,
+  Graphs,
+  emb_reg_objective,
+  embed_dim_field,
+)
 
 xavier_normal = jax.nn.initializers.xavier_normal()
 
 
 class MatrixFactorization(nn.Module):
-  """Score(u, i) = e_u . e_i over learned ID tables (users [0, U), then items)."""
+  """BPR-MF: learned user and item ID embeddings, no graph, no content."""
 
   num_users: int
   num_items: int
-  embed_dim: int = 64
+  embed_dim: int = embed_dim_field()
 
   @nn.compact
   def __call__(self, graphs: Graphs, features: jax.Array | None = None) -> Embeddings:
@@ -39,3 +47,14 @@ class MatrixFactorization(nn.Module):
     return Embeddings(
       ego=table, ids=table, content_users=None, content_items=None, num_users=self.num_users
     )
+
+
+SPEC = registry.register(
+  registry.ModelSpec(
+    name="bpr",
+    module=MatrixFactorization,
+    loss=EmbRegLoss,
+    objective=emb_reg_objective,
+    tables=(("embedding",),),
+  )
+)
