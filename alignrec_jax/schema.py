@@ -208,11 +208,6 @@ def walk(group: Group, prefix: str = "", *, required: bool = False) -> Iterator[
       yield f"{prefix}{name}", spec
 
 
-def neutral_fields(group: Group, prefix: str = "") -> frozenset[str]:
-  """The dotted names of the group's fields that do not change what a run computes."""
-  return frozenset(name for name, spec in walk(group, prefix) if spec.neutral)
-
-
 def rows(group: Group, prefix: str = "") -> list[tuple[str, Any, str]]:
   """(dotted name, default, meaning) of every field, for a listing of the config."""
   return [(name, spec.default, spec.help) for name, spec in walk(group, prefix)]

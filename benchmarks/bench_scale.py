@@ -34,14 +34,20 @@ from alignrec_jax.training import stage2, stage2_setup
 from alignrec_jax.training.epoch import make_epoch
 from benchmarks import machine, scale_data
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Settings (not data).")
-_PRESET = flags.DEFINE_enum("preset", "baby", list(scale_data.PRESETS), "The catalogue's shape.")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 60, "Steps in the timed program (at most an epoch).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls after the warm-up.")
-_EVALUATE = flags.DEFINE_bool("evaluate", True, "Time one full evaluation.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Where the data is written.")
-_OUTPUT = flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
-_FIT = flags.DEFINE_string("fit", "", "Print the table and growth exponent of this JSONL file.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when run as a script: the tests import this module
+  beside the launchers, whose flags (--config, --workdir) would clash in absl's one registry."""
+  config_flags.DEFINE_config_file("config", "configs/default.py", "Settings (not data).")
+  flags.DEFINE_enum("preset", "baby", list(scale_data.PRESETS), "The catalogue's shape.")
+  flags.DEFINE_integer("max_steps", 60, "Steps in the timed program (at most an epoch).")
+  flags.DEFINE_integer("repeats", 3, "Timed calls after the warm-up.")
+  flags.DEFINE_bool("evaluate", True, "Time one full evaluation.")
+  flags.DEFINE_string("workdir", "/tmp/alignrec_bench", "Where the data is written.")
+  flags.DEFINE_string("output", "", "Append the result as a JSON line to this file.")
+  flags.DEFINE_string("fit", "", "Print the table and growth exponent of this JSONL file.")
 
 
 def _timed(fn, *args):
@@ -70,7 +76,7 @@ def measure(config, preset: str, workdir: str) -> dict:
   result["peak_rss_gib_after_setup"] = machine.peak_rss_gib()
   rec = stage2.build_recommender(config, exp)
   epoch_steps = rec.steps_per_epoch
-  steps = min(_MAX_STEPS.value, epoch_steps)
+  steps = min(FLAGS.max_steps, epoch_steps)
   result.update(
     num_users=exp.dataset.num_users,
     num_items=exp.dataset.num_items,
@@ -103,7 +109,7 @@ def measure(config, preset: str, workdir: str) -> dict:
   result["compile_seconds"] = time.perf_counter() - start
   (state, _), result["warmup_seconds"] = _timed(compiled, state, exp.train_data, key)
   times = []
-  for r in range(_REPEATS.value):
+  for r in range(FLAGS.repeats):
     (state, _), seconds = _timed(compiled, state, exp.train_data, jax.random.key(2 + r))
     times.append(seconds / steps)
   step = statistics.median(times)
@@ -115,7 +121,7 @@ def measure(config, preset: str, workdir: str) -> dict:
     peak_rss_gib_after_training=machine.peak_rss_gib(),
   )
 
-  if _EVALUATE.value:
+  if FLAGS.evaluate:
     embed = rec.make_embed()
     ks = tuple(config.eval.ks)
 
@@ -161,17 +167,18 @@ def fit(path: str) -> None:
 
 def main(argv):
   del argv
-  if _FIT.value:
-    fit(_FIT.value)
+  if FLAGS.fit:
+    fit(FLAGS.fit)
     return
-  result = measure(_CONFIG.value, _PRESET.value, _WORKDIR.value)
-  machine.report(result, _OUTPUT.value)
+  result = measure(FLAGS.config, FLAGS.preset, FLAGS.workdir)
+  machine.report(result, FLAGS.output)
   print(
-    f"{_PRESET.value}: step {result['step_seconds'] * 1e3:.1f} ms, epoch "
+    f"{FLAGS.preset}: step {result['step_seconds'] * 1e3:.1f} ms, epoch "
     f"{result['epoch_seconds']:.1f} s over {result['steps_per_epoch']} steps"
     + (" (extrapolated)" if result["epoch_extrapolated"] else "")
   )
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

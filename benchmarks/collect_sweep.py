@@ -18,12 +18,18 @@ from typing import Any
 
 from absl import app, flags
 
-_SWEEP = flags.DEFINE_string("sweep", None, "The sweep's workdir.", required=True)
-_DATASET = flags.DEFINE_string("dataset", None, "Dataset name in the records.", required=True)
-_TABLE = flags.DEFINE_string("table", None, "Copy SWEEP/sweep.json here.")
-_RUNS = flags.DEFINE_string(
-  "runs", None, "Append new run records to this JSON-lines file.", required=True
-)
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when run as a script: the tests import this module
+  beside the launchers, and absl checks every required flag it knows at each parse."""
+  flags.DEFINE_string("sweep", None, "The sweep's workdir.", required=True)
+  flags.DEFINE_string("dataset", None, "Dataset name in the records.", required=True)
+  flags.DEFINE_string("table", None, "Copy SWEEP/sweep.json here.")
+  flags.DEFINE_string(
+    "runs", None, "Append new run records to this JSON-lines file.", required=True
+  )
 
 
 # The per-run fields kept in benchmarks/results/sweep_runs_*.jsonl: one JSON line per run.
@@ -67,19 +73,20 @@ def _key(record):
 def main(argv):
   del argv
   known = set()
-  if os.path.exists(_RUNS.value):
-    with open(_RUNS.value) as f:
+  if os.path.exists(FLAGS.runs):
+    with open(FLAGS.runs) as f:
       known = {_key(json.loads(line)) for line in f if line.strip()}
-  records = run_records(os.path.join(_SWEEP.value, "runs"), _DATASET.value)
+  records = run_records(os.path.join(FLAGS.sweep, "runs"), FLAGS.dataset)
   new = [r for r in records if _key(r) not in known]
-  with open(_RUNS.value, "a") as f:
+  with open(FLAGS.runs, "a") as f:
     for record in new:
       f.write(json.dumps(record) + "\n")
-  print(f"{len(records)} finished runs, {len(new)} new, appended to {_RUNS.value}")
-  if _TABLE.value:
-    shutil.copyfile(os.path.join(_SWEEP.value, "sweep.json"), _TABLE.value)
-    print(f"table copied to {_TABLE.value}")
+  print(f"{len(records)} finished runs, {len(new)} new, appended to {FLAGS.runs}")
+  if FLAGS.table:
+    shutil.copyfile(os.path.join(FLAGS.sweep, "sweep.json"), FLAGS.table)
+    print(f"table copied to {FLAGS.table}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

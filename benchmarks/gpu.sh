@@ -10,10 +10,10 @@
 # then run `bash benchmarks/gpu.sh [PART...]` there with `.whl` and `.data` carried. Results are
 # appended to $OUT (default benchmarks/results) as JSON lines. Parts, in the order they run:
 #
-#   vmapped   issue 14: 12 and 32 Baby runs under one vmap against one at a time (1 timed, scaled)
-#   scale     issue 13: the stage-2 epoch and evaluation at Electronics' shape, and the scale
+#   vmapped   12 and 32 Baby runs under one vmap against one at a time (1 timed, scaled)
+#   scale     the stage-2 epoch and evaluation at Electronics' shape, and the scale
 #             suite (bench_scale.py) at Baby's and Sports' shapes
-#   batch     issue 13: the epoch at Electronics' shape with global batches of 4096, and of 8192
+#   batch     the epoch at Electronics' shape with global batches of 4096, and of 8192
 #             in 4 slices for the in-batch terms (the fastest option on the CPU)
 #   baby      stage 2 at Baby scale with both propagation kernels, evaluation, the kNN graph
 #   stage1    stage 1 at each dataset's shapes
@@ -46,7 +46,7 @@ PARTS=${*:-vmapped scale batch}
 for part in $PARTS; do
   case $part in
     vmapped)
-      # Runs per hour at K = 12 (the issue's goal: 5x one at a time) and the reference's 175-run
+      # Runs per hour at K = 12 (the goal: 5x one at a time) and the reference's 175-run
       # Baby grid at 300 epochs a run estimated from the vmapped member-epoch rate.
       bench 300 benchmarks.bench_vmapped --config=configs/baby_graph.py $DATA --members=12,32 \
         --epochs=20 --alone_runs=1 --config.model.kernel=segment_sum --grid_runs=175 \
@@ -54,7 +54,7 @@ for part in $PARTS; do
       ;;
     scale)
       # Electronics' shape (192,403 users, 63,001 items, 1.28 M training pairs, 768-d features):
-      # the epoch (the issue's goal on one H100: under 1.5 s) and evaluation, then the scale
+      # the epoch (the goal on one H100: under 1.5 s) and evaluation, then the scale
       # suite's GPU rows at Baby's and Sports' shapes (whole epochs). Measured on an H200 on
       # 2026-11-30 and not repeated here: the csr kernel (3.78 s) and where a step goes
       # (`bench_step_parts --shape=electronics --timed_epochs=0`).

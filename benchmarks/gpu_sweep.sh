@@ -19,7 +19,7 @@
 # `python -m benchmarks.collect_sweep --sweep=DIR --dataset=NAME --runs=benchmarks/results/
 # sweep_runs_gpu.jsonl --table=benchmarks/results/sweep_NAME_gpu.json`.
 # INPUTS_ML100K / INPUTS_LFM2K choose the inputs (empty: skip that dataset). Every table is
-# complete (session 6): ml100k's inputs and lfm2k's stage-1 features and audio ran on the CPU,
+# complete: ml100k's inputs and lfm2k's stage-1 features and audio ran on the CPU,
 # lfm2k's raw text and concatenation on a GPU. The default, ml100k text and genre alone, repeats
 # the last CPU tables on a GPU as a cross-check.
 set -uo pipefail

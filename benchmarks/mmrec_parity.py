@@ -7,7 +7,7 @@ DIR is a `launch.seeds` workdir (every `*/summary.json` below it is one seed's r
 a log MMRec writes (`src/log/*.log`, or its console output): every run it finished there is read
 from its "best valid result" line and the "test result" line after it, labelled with the seed of
 the "Parameters" line that started it (a seed run twice counts once, its last run). Prints each
-metric's mean ± sample std on both sides, the relative difference, and the issue's parity rule:
+metric's mean ± sample std on both sides, the relative difference, and the parity rule:
 means within 2%, or within one pooled standard deviation where the seeds spread wider than 2%.
 """
 

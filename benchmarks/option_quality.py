@@ -6,8 +6,8 @@ r"""An option's quality against the reference semantics: test metrics over seeds
 Each DIR is a `launch.seeds` workdir (or any folder of runs): every `*/summary.json` below it is
 one seed's finished run. For each metric, the mean and sample standard deviation over seeds,
 and the option's difference from the reference in pooled standard deviations
-(sqrt((s_ref^2 + s_opt^2) / 2)): issue 13 keeps an option that changes the semantics when its
-test Recall@20 and NDCG@20 are no lower than the reference's by more than one.
+(sqrt((s_ref^2 + s_opt^2) / 2)). An option that changes the semantics is kept when its test
+Recall@20 and NDCG@20 are no lower than the reference's by more than one.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The scale suite (issue 13): stage 2 at the shapes of Amazon Baby, Sports, Electronics and 10x
+# The scale suite: stage 2 at the shapes of Amazon Baby, Sports, Electronics and 10x
 # Electronics, one process a preset, then the table and the epoch's growth exponent.
 #
 #   bash benchmarks/scale_suite.sh                       # this machine, results/scale_cpu.jsonl

@@ -4,7 +4,7 @@ r"""How soon an option reaches the reference's quality: epochs and seconds to a 
       [--within=0.01] [--metric=valid/recall@20] [--output=FILE]
 
 The target is the reference runs' best validation metric (their mean over seeds) less
-`within` of it (1%: the issue's "within 1%"). For every run (the reference's too), read from its
+`within` of it (1% by default). For every run (the reference's too), read from its
 `metrics.jsonl`: the first epoch whose validation metric reaches the target, and the training
 and evaluation seconds the run had spent by the end of it (the sums of the records'
 `train_seconds` and `eval_seconds`; an epoch replayed after an interruption counts once). A run

@@ -1,5 +1,5 @@
-"""Shared set-up: XLA's compilation cache and optimisation level, the shared data folder (tiny
-config: configs/test.py)."""
+"""Shared set-up: XLA's compilation cache and optimisation level, the shared data folder, and an
+uninterrupted tiny run (configs/test.py) that interrupted runs must end equal to."""
 
 import os
 import pathlib
@@ -7,8 +7,9 @@ import tempfile
 
 import jax
 import pytest
+import run_checks
 
-# XLA's persistent compilation cache, shared by this session's tests and the launchers they start
+# XLA's persistent compilation cache, shared by this run's tests and the launchers they start
 # as subprocesses: many tests compile the same tiny programs, and compiling dominates their time.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="alignrec-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -33,3 +34,14 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"the shared datasets folder {SHARED_DATA} is absent")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> str:
+  """An uninterrupted 3-epoch run of the tiny config: every interrupted run must end equal to
+  it (`run_checks.assert_same_run`)."""
+  from alignrec_jax.training import stage2
+
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  stage2.train_and_evaluate(run_checks.tiny_config(), workdir)
+  return workdir

@@ -10,7 +10,7 @@ import sys
 import jax
 import numpy as np
 from jax.sharding import Mesh
-from test_evaluate import _random_dataset  # run as a script: the tests' folder is on the path
+from test_ranking import _random_dataset  # run as a script: the tests' folder is on the path
 
 from alignrec_jax import graph as graph_lib
 from alignrec_jax.data import content as content_lib

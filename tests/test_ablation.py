@@ -86,6 +86,7 @@ def test_the_table_bolds_each_columns_best_mean_and_names_the_cohorts():
   assert "the authors' cold-user cohort is empty" in empty
 
 
+@pytest.mark.slow
 def test_ablation_end_to_end_and_the_cohort_of_everyone_is_the_run_itself(tmp_path):
   # With the cohort "fewer than a million interactions" every evaluated user is in it, so its
   # metrics, computed afresh from the best checkpoint, are the run's own test metrics.

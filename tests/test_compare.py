@@ -28,6 +28,7 @@ def test_models_are_picked_in_the_reports_order_and_unknown_ones_named():
     compare.pick(["bpr", "sasrec"])
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_writes_the_report(tmp_path):
   cmd = [
     sys.executable,

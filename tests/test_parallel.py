@@ -26,6 +26,7 @@ def _env(devices: int) -> dict:
   return env
 
 
+@pytest.mark.slow
 def test_both_stages_on_1_2_and_4_devices_agree(tmp_path):
   """One process with 4 fake devices trains on sub-meshes of 1, 2 and 4 of them."""
   result = subprocess.run(
@@ -71,6 +72,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_agree_with_one(tmp_path):
   """Two processes (one CPU device each, gloo collectives) form one 2-device mesh, with the
   tables split by rows across the processes; the single process keeps them whole."""

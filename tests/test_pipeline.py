@@ -69,6 +69,7 @@ def test_bad_pipeline_settings_are_refused_before_anything_runs(candidates, use,
     pipeline.check_config(config)
 
 
+@pytest.mark.slow
 def test_use_trains_one_input_only_and_serving_loads_the_selected_run(tmp_path):
   config = test_config.get_config()
   config.train.max_epochs = 2
@@ -96,6 +97,7 @@ def test_an_unknown_stage1_output_is_refused():
     stage1.check_config(config.stage1)
 
 
+@pytest.mark.slow
 def test_stage2_starts_over_only_when_its_features_change(tmp_path):
   features = tmp_path / "f.npy"
   np.save(features, np.random.default_rng(0).normal(size=(80, 4)).astype(np.float32))

@@ -32,6 +32,7 @@ def dying_worker(config, workdir):
   return {"valid": {"recall@20": config.seed / 10}, "test": {"recall@20": 0.0}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_a_worker_that_dies_fails_only_its_own_run(tmp_path, caplog, parallel):
   caplog.set_level("INFO")

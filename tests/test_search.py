@@ -123,6 +123,7 @@ def test_random_and_tpe_samplers_propose_in_range_and_the_best_on_validation_win
     search.run_search(config, str(tmp_path / "g"), ["optim.lr=uniform:0:1"], sampler="grid")
 
 
+@pytest.mark.slow
 def test_search_launcher_end_to_end(tmp_path):
   cmd = [
     sys.executable,

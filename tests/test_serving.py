@@ -67,6 +67,7 @@ class Killed(BaseException):
   """Stands in for SIGKILL."""
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_right_best_checkpoint(tmp_path, monkeypatch, stopped_run):
   """Killed the epoch after its best one, before its checkpoint, and resumed from an older one
   (every 3rd epoch is kept): the same best epoch and parameters as without the kill."""
@@ -203,6 +204,7 @@ def test_bad_mapping_files_name_the_line(tmp_path, text, message):
     ids_lib.read_id_map(path, internal="itemID", count=2)
 
 
+@pytest.mark.slow
 def test_the_export_launcher(tmp_path, stopped_run):
   result = subprocess.run(
     [
@@ -247,6 +249,7 @@ def _events(folder: pathlib.Path) -> list[tuple[int, str, float]]:
   return found
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_every_number_of_the_records(tmp_path):
   pytest.importorskip("tensorboardX")
   config = _config(max_epochs=2, tensorboard=True)
@@ -291,6 +294,7 @@ def test_the_epoch_calls_progress_once_a_step():
   assert float(plain(jnp.float32(0), data, jax.random.key(0))[0]) == float(total)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(models.names()) - {"alignrec"}))  # AlignRec: above
 def test_every_model_of_the_registry_loads_and_recommends(tmp_path, name):
   config = _config(max_epochs=1)

@@ -49,6 +49,7 @@ def test_gather_batch_marks_padding_rows_absent():
   assert batch["c"].mask is None
 
 
+@pytest.mark.slow
 def test_an_epoch_is_one_step_per_batch_and_deterministic(tmp_path):
   config, _, loaded = _tiny_content(tmp_path)
   s1 = config.stage1
@@ -71,6 +72,7 @@ def test_an_epoch_is_one_step_per_batch_and_deterministic(tmp_path):
   assert {k: float(v) for k, v in terms_a.items()} == {k: float(v) for k, v in terms_b.items()}
 
 
+@pytest.mark.slow
 def test_the_last_partial_batch_adds_nothing_from_its_padding(tmp_path):
   """Padding rows are absent items: the loss of a padded batch equals that of its real rows."""
   config, _, loaded = _tiny_content(tmp_path)
@@ -108,6 +110,7 @@ def _loss_with_masks(module, params, inputs, masks, s1):
   return float(jax.jit(loss)(params, inputs, masks))  # jitted: op-by-op would be slower
 
 
+@pytest.mark.slow
 def test_run_pretraining_writes_reuses_and_resumes(tmp_path):
   config, folder, loaded = _tiny_content(tmp_path)
   kwargs = dict(num_items=loaded.num_items, seed=0)
@@ -140,6 +143,7 @@ def test_run_pretraining_writes_reuses_and_resumes(tmp_path):
   assert not np.array_equal(np.load(again), features)
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_with_other_settings_is_not_resumed(tmp_path):
   config, folder, loaded = _tiny_content(tmp_path)
   kwargs = dict(num_items=loaded.num_items, seed=0)
@@ -152,6 +156,7 @@ def test_an_unfinished_run_with_other_settings_is_not_resumed(tmp_path):
   stage1.run_stage1(config.stage1, folder, str(tmp_path), redo=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_pipeline_runs_both_stages_then_reuses_stage1(tmp_path):
   flags = [
     "--config=configs/test.py",

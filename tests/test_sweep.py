@@ -112,6 +112,7 @@ def test_run_records_flatten_every_finished_run(tmp_path):
   assert "valid_short/recall@20" not in records[0]  # a missing split is not filled in
 
 
+@pytest.mark.slow
 def test_sweep_launcher_end_to_end(tmp_path):
   cmd = [
     sys.executable,

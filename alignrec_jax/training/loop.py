@@ -225,10 +225,6 @@ def _member_terms(terms: dict[str, jax.Array], count: int, vmapped: bool) -> lis
   return [{k: float(v[m]) for k, v in arrays.items()} for m in range(count)]
 
 
-def _member(tree: Any, m: int, vmapped: bool) -> Any:
-  return jax.tree.map(lambda x: x[m], tree) if vmapped else tree
-
-
 def train(
   task: Task,
   runs: Sequence[Run],

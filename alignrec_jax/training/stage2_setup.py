@@ -139,18 +139,6 @@ DATA = schema.group_of(Data)
 EVAL = schema.group_of(Eval)
 
 
-def check_eval(config: ml_collections.ConfigDict) -> None:
-  """ConfigError for a bad `config.eval` group."""
-  schema.check(config, EVAL, path="config.eval")
-
-
-def check_model(config: ml_collections.ConfigDict) -> models.ModelSpec:
-  """ConfigError for a bad `config.model` group; returns the chosen model's spec."""
-  spec = models.get(config.name)  # an unknown name, named as such
-  schema.check(config, model_group(spec.name), path="config.model")
-  return spec
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainData:

@@ -1,4 +1,5 @@
-"""Feature-quality evaluations (item-kNN, short-history users) against plain NumPy forms."""
+"""Content-only item-kNN (evaluation/item_knn.py) and the short-history cohort (evaluation/
+index.py) against plain NumPy forms."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 # The loop-based MMRec metrics of the evaluate tests: one reference for every metric test.
-from test_evaluate import _dataset, _evaluate_numpy, _random_dataset
+from test_ranking import _dataset, _evaluate_numpy, _random_dataset
 
 from alignrec_jax.data.dataset import Dataset
 from alignrec_jax.evaluation import (
