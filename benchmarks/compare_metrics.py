@@ -13,9 +13,10 @@ is compared by its summary: the same best epoch and epochs run, and the same met
 best epoch. Where anything differs, the largest absolute difference is printed.
 
 A folder named `hlo` beside the runs (XLA's dump, `XLA_FLAGS=--xla_dump_to=DIR/hlo`) is
-compared too: the SHA-256 of each `jit_epoch` module before optimisation, with XLA's metadata
-(source lines, op names) removed, so that moving code around does not change it. Exits 1 when
-anything differs.
+compared too: each `jit_epoch` module before optimisation, canonical (source locations, stack
+frames and names removed, so that moving code around does not change it): its SHA-256 on each
+side, and which computations (the scanned epoch, its step) AFTER keeps unchanged and adds.
+The HLO informs; the exit status is 1 when any run's numbers differ.
 """
 
 from __future__ import annotations
@@ -101,14 +102,60 @@ def compare_summary(before: pathlib.Path, after: pathlib.Path) -> dict[str, obje
   return row
 
 
-def hlo_hashes(folder: pathlib.Path) -> list[str]:
-  """SHA-256 of each jit_epoch module before optimisation, metadata removed, in dump order."""
-  hashes = []
-  for path in sorted(folder.glob("*jit_epoch.before_optimizations.txt")):
-    text = _METADATA.sub("", path.read_text())
-    text = re.sub(r"^HloModule \S+", "HloModule", text, flags=re.M)
-    hashes.append(hashlib.sha256(text.encode()).hexdigest())
-  return hashes
+_FRAMES = ("FileNames", "FunctionNames", "FileLocations", "StackFrames")
+_NAME = re.compile(r"%[\w.\-]+")
+_HEADER = re.compile(r"^((?:ENTRY )?%[\w.\-]+) \(.*\) -> ")
+
+
+def canonical_hlo(text: str) -> tuple[list[str], list[str]]:
+  """(the ENTRY computation's lines, every other computation's lines) of an HLO dump, without
+  what moving code changes: source locations, stack frames, and names (each `%name` becomes
+  `%vN` in order of appearance; a computation's parameter list is left out)."""
+  names: dict[str, str] = {}
+  entry, others, skipping, in_entry = [], [], False, False
+  for line in text.splitlines()[1:]:  # the HloModule line names the function and its layout
+    if line in _FRAMES:
+      skipping = True
+      continue
+    if skipping and not line.startswith(("%", "ENTRY")):
+      continue
+    skipping = False
+    if line.startswith(("%", "ENTRY")):
+      in_entry = line.startswith("ENTRY")
+    line = _HEADER.sub(lambda m: m.group(1) + " (...) -> ", _METADATA.sub("", line))
+    line = _NAME.sub(lambda m: names.setdefault(m.group(0), f"%v{len(names)}"), line)
+    (entry if in_entry else others).append(line)
+  return entry, others
+
+
+def _computations(lines: list[str]) -> list[str]:
+  return [block.strip() for block in "\n".join(lines).split("\n\n") if block.strip()]
+
+
+def compare_hlo(before: pathlib.Path, after: pathlib.Path) -> list[dict[str, object]]:
+  """Per jit_epoch module dumped before optimisation (in dump order on both sides), its
+  canonical computations (`canonical_hlo`) compared: how many of BEFORE's non-entry ones (the
+  scanned epoch and its step) AFTER holds unchanged, what AFTER adds, whether the entry
+  computation (what the jitted function does around them) is the same, and the SHA-256 of
+  each side's whole canonical module."""
+  rows = []
+  paths = [sorted(p.glob("*jit_epoch.before_optimizations.txt")) for p in (before, after)]
+  for a, b in zip(*paths, strict=False):
+    (entry_a, others_a), (entry_b, others_b) = (canonical_hlo(p.read_text()) for p in (a, b))
+    blocks_a, blocks_b = _computations(others_a), set(_computations(others_b))
+    rows.append(
+      {
+        "computations": len(blocks_a),
+        "kept_unchanged": sum(block in blocks_b for block in blocks_a),
+        "added": len(blocks_b - set(blocks_a)),
+        "same_entry": entry_a == entry_b,
+        "sha256": [
+          hashlib.sha256("\n".join(others + entry).encode()).hexdigest()
+          for others, entry in ((others_a, entry_a), (others_b, entry_b))
+        ],
+      }
+    )
+  return rows
 
 
 def compare(before: pathlib.Path, after: pathlib.Path) -> dict[str, object]:
@@ -126,8 +173,7 @@ def compare(before: pathlib.Path, after: pathlib.Path) -> dict[str, object]:
       runs[name] = compare_summary(folder, twin) if found else {"identical": False, "missing": True}
   result: dict[str, object] = {"runs": runs}
   if (before / "hlo").is_dir() and (after / "hlo").is_dir():
-    hashes = [hlo_hashes(before / "hlo"), hlo_hashes(after / "hlo")]
-    result["epoch_hlo"] = {"before": hashes[0], "after": hashes[1], "same": hashes[0] == hashes[1]}
+    result["epoch_hlo"] = compare_hlo(before / "hlo", after / "hlo")
   result["identical"] = bool(runs) and all(r["identical"] for r in runs.values())
   return result
 
@@ -142,9 +188,13 @@ def main(argv: list[str] | None = None) -> int:
   for name, row in result["runs"].items():
     verdict = "identical" if row["identical"] else f"DIFFERENT {row}"
     print(f"{name}: {row.get('epochs')} epochs, best epoch {row.get('best_epoch')}: {verdict}")
-  if "epoch_hlo" in result:
-    hlo = result["epoch_hlo"]
-    print(f"epoch HLO: {'the same' if hlo['same'] else 'changed'} ({hlo})")
+  for module in result.get("epoch_hlo", []):
+    same = module["sha256"][0] == module["sha256"][1]
+    print(
+      f"epoch HLO: {'the same' if same else 'changed'}; {module['kept_unchanged']} of "
+      f"{module['computations']} computations kept unchanged, {module['added']} added, entry "
+      f"{'the same' if module['same_entry'] else 'changed'} (sha256 {module['sha256']})"
+    )
   machine.append_record({**result, **machine.describe()}, args.output)
   return 0 if result["identical"] else 1
 
