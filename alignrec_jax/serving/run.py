@@ -212,6 +212,9 @@ def load_run(workdir: str, checkpoint: str | int = "best") -> TrainedRun:
   if selected is not None:
     reporting.log(f"{workdir} holds a pipeline: loading the stage-2 run it selected, {selected}")
     workdir = selected
+  summary = record.read_summary(workdir)  # (a workdir of an older format is refused here)
+  if summary is None:
+    reporting.log(f"{workdir} holds a run that has not finished: loading what it has so far")
   best_dir = os.path.join(workdir, loop.BEST_DIR)
   use_best = checkpoint == "best" or (
     not isinstance(checkpoint, str) and os.path.isdir(os.path.join(best_dir, str(checkpoint)))

@@ -115,14 +115,17 @@ class Checkpointer:
     """The metadata saved with the checkpoint of `epoch` (its state is not read).
 
     Raises:
-      WorkdirError: no such checkpoint.
+      WorkdirError: no such checkpoint, or one of another format.
     """
     if epoch not in self._manager.all_steps():
       raise WorkdirError(
         f"{self.directory} holds no checkpoint of epoch {epoch} (it keeps "
         f"{self.epochs() or 'none'})"
       )
-    return self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+    meta = self._manager.restore(epoch, args=args).meta
+    self._check_format(meta)
+    return meta
 
   def read(
     self, epoch: int, target: Any, check_meta: Callable[[dict[str, Any]], None] | None = None
@@ -135,7 +138,6 @@ class Checkpointer:
       WorkdirError: no such checkpoint, another format, or arrays of other shapes.
     """
     meta = self.read_meta(epoch)
-    self._check_format(meta)
     if check_meta is not None:
       check_meta(meta)
     self._check_shapes(epoch, target)

@@ -180,9 +180,7 @@ def stored_identity(workdir: str) -> dict[str, Any] | None:
     epoch = checkpointer.latest_epoch()
     if epoch is None:
       return None
-    meta = checkpointer.read_meta(epoch)
-  _check_format(meta.get("format"), directory)
-  return meta.get("identity")
+    return checkpointer.read_meta(epoch).get("identity")
 
 
 def write_selection(workdir: str, selection: Mapping[str, Any]) -> None:
